@@ -1,0 +1,393 @@
+//! The config file's shape, one struct per section, exactly as PRODUCT.md documents it.
+//!
+//! These are plain data: defaults live here (one `fn default_…` each, so docs and code agree),
+//! cross-references and templates are checked in [`super::validate`].
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub orceum: OrceumConfig,
+    pub apps: BTreeMap<String, AppConfig>,
+    pub sources: BTreeMap<String, SourceConfig>,
+    pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    #[serde(default)]
+    pub observability: ObservabilityConfig,
+}
+
+/// Where Orceum is and how long one push may take.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrceumConfig {
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    #[serde(default = "default_timeout", with = "super::duration")]
+    pub timeout: Duration,
+    /// Plain `http://` is refused for hosts other than loopback unless this is true.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+}
+
+fn default_base_url() -> String {
+    "https://api.orceum.com/v1".into()
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for OrceumConfig {
+    fn default() -> Self {
+        Self {
+            base_url: default_base_url(),
+            timeout: default_timeout(),
+            allow_insecure_http: false,
+        }
+    }
+}
+
+/// One Orceum app: its id, its `whs_` secret and its rate limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub app_id: String,
+    pub secret: SecretSource,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// Where a secret comes from. Never inline: a config file is not a secret store.
+/// Written `{ env: NAME }` or `{ file: PATH }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "OneOf<String, PathBuf>")]
+pub enum SecretSource {
+    /// The name of an environment variable.
+    Env(String),
+    /// A file (e.g. a mounted Kubernetes Secret); re-read when it changes.
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub per_second: u32,
+    /// Requests allowed at once above the steady rate; defaults to `per_second`.
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+/// A bus to read from. Exactly one key: `kafka` or `nats`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "SourceRepr")]
+pub enum SourceConfig {
+    Kafka(KafkaSourceConfig),
+    Nats(NatsSourceConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    pub bootstrap_servers: String,
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    /// Any librdkafka property (TLS, SASL, timeouts); they override the bridge's defaults.
+    #[serde(default)]
+    pub properties: BTreeMap<String, yaml_serde::Value>,
+}
+
+fn default_group_id() -> String {
+    "orceum-bridge".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSourceConfig {
+    pub url: String,
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    #[serde(default)]
+    pub nkey_seed_file: Option<PathBuf>,
+    #[serde(default)]
+    pub token: Option<SecretSource>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password: Option<SecretSource>,
+}
+
+/// One mapping: messages from `source` (on `topics`) become events for `app`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    pub source: String,
+    #[serde(default)]
+    pub topics: Option<Vec<String>>,
+    #[serde(default)]
+    pub subjects: Option<Vec<String>>,
+    #[serde(default)]
+    pub jetstream: Option<yaml_serde::Value>,
+    pub app: String,
+    #[serde(default)]
+    pub filter: Option<String>,
+    pub event: EventTemplateConfig,
+    /// Adds `{"source": "kafka:topic/partition@offset"}` to every event's metadata.
+    #[serde(default = "default_true")]
+    pub source_metadata: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Each field is a jq expression over the message JSON, with `$meta` bound to its coordinates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventTemplateConfig {
+    pub installation_id: String,
+    pub event_type: String,
+    pub event_data: String,
+    #[serde(default)]
+    pub timestamp: Option<String>,
+    #[serde(default)]
+    pub priority: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ordering {
+    /// One installation's events are pushed in source order.
+    Key,
+    /// No ordering: every event is pushed as soon as its lane allows.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Messages read but not yet committed, over all partitions. Bounds memory and the
+    /// duplicates a crash can cause.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// The same bound for one partition; defaults to `max_in_flight`.
+    #[serde(default)]
+    pub max_in_flight_per_partition: Option<usize>,
+    #[serde(default = "default_ordering")]
+    pub ordering: Ordering,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default = "default_shutdown_timeout", with = "super::duration")]
+    pub shutdown_timeout: Duration,
+    /// How often final offsets are committed when nothing else asks for a commit.
+    #[serde(default = "default_commit_interval", with = "super::duration")]
+    pub commit_interval: Duration,
+    /// Larger messages are dead-lettered without being parsed.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    #[serde(default)]
+    pub dead_letter: Option<DeadLetterConfig>,
+}
+
+fn default_max_in_flight() -> usize {
+    256
+}
+fn default_ordering() -> Ordering {
+    Ordering::Key
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_commit_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_max_message_bytes() -> usize {
+    1024 * 1024
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight: default_max_in_flight(),
+            max_in_flight_per_partition: None,
+            ordering: default_ordering(),
+            retry: RetryConfig::default(),
+            shutdown_timeout: default_shutdown_timeout(),
+            commit_interval: default_commit_interval(),
+            max_message_bytes: default_max_message_bytes(),
+            dead_letter: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    #[serde(default = "default_initial_backoff", with = "super::duration")]
+    pub initial_backoff: Duration,
+    #[serde(default = "default_max_backoff", with = "super::duration")]
+    pub max_backoff: Duration,
+    /// After this long an event still failing transiently is dead-lettered; `none` = never.
+    #[serde(default, with = "super::duration::optional")]
+    pub max_elapsed: Option<Duration>,
+    /// The longest `Retry-After` honoured; longer values are clamped to it.
+    #[serde(default = "default_max_retry_after", with = "super::duration")]
+    pub max_retry_after: Duration,
+    /// HTTP statuses retried with backoff. 401 is always retried (a fixed secret resumes).
+    #[serde(default = "default_retryable_statuses")]
+    pub retryable_statuses: Vec<u16>,
+}
+
+fn default_initial_backoff() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_retry_after() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_retryable_statuses() -> Vec<u16> {
+    vec![408, 425, 429, 500, 502, 503, 504]
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            initial_backoff: default_initial_backoff(),
+            max_backoff: default_max_backoff(),
+            max_elapsed: None,
+            max_retry_after: default_max_retry_after(),
+            retryable_statuses: default_retryable_statuses(),
+        }
+    }
+}
+
+/// Where messages that cannot be delivered go. Exactly one key: `kafka` or `nats`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "DeadLetterRepr")]
+pub enum DeadLetterConfig {
+    Kafka(KafkaDeadLetterConfig),
+    Nats(NatsDeadLetterConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaDeadLetterConfig {
+    pub source: String,
+    pub topic: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsDeadLetterConfig {
+    pub source: String,
+    pub subject: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObservabilityConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default = "default_log_format")]
+    pub log_format: LogFormat,
+    /// Log message payloads in dead-letter lines. Off: payloads may hold personal data.
+    #[serde(default)]
+    pub log_payloads: bool,
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:9464".into()
+}
+fn default_log_format() -> LogFormat {
+    LogFormat::Json
+}
+
+impl Default for ObservabilityConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            log_format: default_log_format(),
+            log_payloads: false,
+        }
+    }
+}
+
+// YAML maps with exactly one key stand for an enum variant (`{ env: X }`, `kafka: {…}`).
+// yaml_serde spells externally tagged enums as YAML tags (`!env X`), so each of these enums is
+// read through a struct of options and converted, with an error naming the allowed keys.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OneOf<A, B> {
+    #[serde(default)]
+    env: Option<A>,
+    #[serde(default)]
+    file: Option<B>,
+}
+
+impl TryFrom<OneOf<String, PathBuf>> for SecretSource {
+    type Error = String;
+    fn try_from(v: OneOf<String, PathBuf>) -> Result<Self, String> {
+        match (v.env, v.file) {
+            (Some(e), None) => Ok(Self::Env(e)),
+            (None, Some(f)) => Ok(Self::File(f)),
+            _ => Err("write exactly one of { env: VAR_NAME } or { file: /path/to/secret }".into()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceRepr {
+    #[serde(default)]
+    kafka: Option<KafkaSourceConfig>,
+    #[serde(default)]
+    nats: Option<NatsSourceConfig>,
+}
+
+impl TryFrom<SourceRepr> for SourceConfig {
+    type Error = String;
+    fn try_from(v: SourceRepr) -> Result<Self, String> {
+        match (v.kafka, v.nats) {
+            (Some(k), None) => Ok(Self::Kafka(k)),
+            (None, Some(n)) => Ok(Self::Nats(n)),
+            _ => Err("a source has exactly one key: kafka: {…} or nats: {…}".into()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterRepr {
+    #[serde(default)]
+    kafka: Option<KafkaDeadLetterConfig>,
+    #[serde(default)]
+    nats: Option<NatsDeadLetterConfig>,
+}
+
+impl TryFrom<DeadLetterRepr> for DeadLetterConfig {
+    type Error = String;
+    fn try_from(v: DeadLetterRepr) -> Result<Self, String> {
+        match (v.kafka, v.nats) {
+            (Some(k), None) => Ok(Self::Kafka(k)),
+            (None, Some(n)) => Ok(Self::Nats(n)),
+            _ => Err("dead_letter has exactly one key: kafka: { source, topic } or nats: { source, subject }".into()),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! A message's completion: one [`Part`] per route that reads it; the message is acknowledged
+//! when every part is final.
+//!
+//! A part dropped without [`Part::done`] (shutdown, a task that gave up) abandons the whole
+//! message: its acknowledgement is dropped unfinished, so it is never committed.
+
+use crate::source::{AckHandle, Final};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+struct Shared {
+    remaining: AtomicUsize,
+    /// The strongest outcome so far: 0 skipped, 1 delivered, 2 dead-lettered.
+    worst: AtomicU8,
+    ack: Mutex<Option<AckHandle>>,
+}
+
+/// One route's share of a message.
+pub struct Part {
+    shared: Arc<Shared>,
+    finished: bool,
+}
+
+/// Splits `ack` into `n` parts (`n ≥ 1`).
+pub fn split(ack: AckHandle, n: usize) -> Vec<Part> {
+    let shared = Arc::new(Shared {
+        remaining: AtomicUsize::new(n.max(1)),
+        worst: AtomicU8::new(0),
+        ack: Mutex::new(Some(ack)),
+    });
+    (0..n.max(1))
+        .map(|_| Part {
+            shared: shared.clone(),
+            finished: false,
+        })
+        .collect()
+}
+
+impl Part {
+    /// This route's outcome is final.
+    pub fn done(mut self, outcome: Final) {
+        self.finished = true;
+        let rank = match outcome {
+            Final::Skipped => 0,
+            Final::Delivered => 1,
+            Final::DeadLettered => 2,
+        };
+        self.shared.worst.fetch_max(rank, Ordering::AcqRel);
+        if self.shared.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let combined = match self.shared.worst.load(Ordering::Acquire) {
+                0 => Final::Skipped,
+                1 => Final::Delivered,
+                _ => Final::DeadLettered,
+            };
+            if let Some(ack) = self.take_ack() {
+                ack.finish(combined);
+            }
+        }
+    }
+
+    /// Keeps a long retry from being redelivered under our feet (JetStream).
+    pub fn in_progress(&self) {
+        if let Ok(g) = self.shared.ack.lock() {
+            if let Some(ack) = g.as_ref() {
+                ack.in_progress();
+            }
+        }
+    }
+
+    fn take_ack(&self) -> Option<AckHandle> {
+        match self.shared.ack.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        }
+    }
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Dropping the handle unfinished abandons the message.
+            drop(self.take_ack());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Acknowledge;
+
+    struct Probe(Arc<Mutex<Vec<String>>>);
+    impl Acknowledge for Probe {
+        fn finish(self: Box<Self>, outcome: Final) {
+            self.0.lock().unwrap().push(format!("{outcome:?}"));
+        }
+        fn abandon(self: Box<Self>) {
+            self.0.lock().unwrap().push("abandoned".into());
+        }
+    }
+
+    #[test]
+    fn acknowledged_once_when_every_route_is_final() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut parts = split(AckHandle::new(Probe(log.clone())), 3);
+        parts.pop().unwrap().done(Final::Delivered);
+        parts.pop().unwrap().done(Final::DeadLettered);
+        assert!(log.lock().unwrap().is_empty());
+        parts.pop().unwrap().done(Final::Skipped);
+        assert_eq!(*log.lock().unwrap(), ["DeadLettered"]);
+    }
+
+    #[test]
+    fn one_unfinished_route_abandons_the_message() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut parts = split(AckHandle::new(Probe(log.clone())), 2);
+        parts.pop().unwrap().done(Final::Delivered);
+        drop(parts);
+        assert_eq!(*log.lock().unwrap(), ["abandoned"]);
+    }
+}

@@ -1,0 +1,252 @@
+//! The `orceum-bridge` command line: parses arguments, calls the library, maps errors to exit
+//! codes. Nothing else lives here.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use orceum_bridge::config;
+use orceum_bridge::orceum::sandbox::{self, Faults, SandboxConfig};
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "orceum-bridge", version, about = "Kafka → Orceum \"Push an Event\", at least once")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bridge until SIGTERM/SIGINT, then drain and exit 0.
+    Run {
+        #[arg(short, long, env = "ORCEUM_BRIDGE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate the config: secrets, templates, references. Lists every error with its path.
+    Check {
+        #[arg(short, long, env = "ORCEUM_BRIDGE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Show the request one sample message would produce (stdin by default).
+    Render {
+        #[arg(short, long, env = "ORCEUM_BRIDGE_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        route: String,
+        /// A file with the sample message; `-` or absent: stdin.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Sample coordinates: topic=…, partition=…, offset=…, key=…, timestamp=…, header.NAME=…
+        #[arg(long = "meta")]
+        meta: Vec<String>,
+    },
+    /// A local Orceum-compatible endpoint that verifies every request as the spec says.
+    Sandbox {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// APP_ID=SECRET, repeatable.
+        #[arg(long = "app")]
+        apps: Vec<String>,
+        /// Accept requests without checking secret and signature (benchmarking peers).
+        #[arg(long)]
+        accept_any: bool,
+        /// Fraction of requests answered 500.
+        #[arg(long, default_value_t = 0.0)]
+        fail_500: f64,
+        /// Fraction of requests answered 503.
+        #[arg(long, default_value_t = 0.0)]
+        fail_503: f64,
+        /// Fraction of requests answered 429 with Retry-After.
+        #[arg(long, default_value_t = 0.0)]
+        rate_429: f64,
+        /// The Retry-After seconds sent with 429.
+        #[arg(long)]
+        retry_after: Option<u64>,
+        /// Added latency per request, e.g. 50ms.
+        #[arg(long, value_parser = parse_duration)]
+        latency: Option<Duration>,
+        /// Installation ids answered 404 (repeatable).
+        #[arg(long = "reject-installation")]
+        reject_installations: Vec<String>,
+        /// Event types answered 422 (repeatable).
+        #[arg(long = "reject-event-type")]
+        reject_event_types: Vec<String>,
+        /// Do not print each event.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Zero-dependency quickstart: embedded Kafka, the sandbox, the example config, sample events.
+    Demo {
+        /// How many domain events to produce.
+        #[arg(long, default_value_t = 300)]
+        events: usize,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    config::duration::parse(s)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check { config } => match config::load_file(&config) {
+            Ok(bridge) => {
+                println!("{}: OK — {}", config.display(), bridge.summary());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(errors) => {
+                eprint!("{errors}");
+                Ok(ExitCode::from(1))
+            }
+        },
+        Command::Run { config } => {
+            let bridge = match config::load_file(&config) {
+                Ok(b) => b,
+                Err(errors) => {
+                    eprint!("{errors}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            orceum_bridge::telemetry::logging::init(bridge.observability.log_format);
+            let rt = runtime()?;
+            rt.block_on(async {
+                let shutdown = CancellationToken::new();
+                let signal = shutdown.clone();
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    signal.cancel();
+                });
+                orceum_bridge::run(bridge, shutdown).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Render {
+            config,
+            route,
+            input,
+            meta,
+        } => {
+            let bridge = match config::load_file(&config) {
+                Ok(b) => b,
+                Err(errors) => {
+                    eprint!("{errors}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            let mut bytes = Vec::new();
+            match input {
+                Some(p) if p.as_os_str() != "-" => {
+                    bytes = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?
+                }
+                _ => {
+                    std::io::stdin()
+                        .read_to_end(&mut bytes)
+                        .context("cannot read the sample message from stdin")?;
+                }
+            }
+            let rendered = orceum_bridge::render::render(&bridge, &route, &bytes, &meta)?;
+            print!("{rendered}");
+            Ok(ExitCode::from(rendered.exit_code() as u8))
+        }
+        Command::Sandbox {
+            listen,
+            apps,
+            accept_any,
+            fail_500,
+            fail_503,
+            rate_429,
+            retry_after,
+            latency,
+            reject_installations,
+            reject_event_types,
+            quiet,
+        } => {
+            let mut app_map = HashMap::new();
+            for a in &apps {
+                let (id, secret) = a
+                    .split_once('=')
+                    .with_context(|| "--app takes APP_ID=SECRET".to_string())?;
+                app_map.insert(id.to_string(), secret.to_string());
+            }
+            if app_map.is_empty() && !accept_any {
+                anyhow::bail!("give at least one --app APP_ID=SECRET, or --accept-any");
+            }
+            let cfg = SandboxConfig {
+                apps: app_map,
+                accept_any,
+                faults: Faults {
+                    rate_500: fail_500,
+                    rate_503: fail_503,
+                    rate_429,
+                    retry_after_secs: retry_after,
+                    latency: latency.unwrap_or_default(),
+                    reject_installations: reject_installations.into_iter().collect::<HashSet<_>>(),
+                    reject_event_types: reject_event_types.into_iter().collect::<HashSet<_>>(),
+                },
+                print: !quiet,
+            };
+            let rt = runtime()?;
+            rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind(&listen)
+                    .await
+                    .with_context(|| format!("--listen {listen}: cannot listen there"))?;
+                let shutdown = CancellationToken::new();
+                let handle = sandbox::start(cfg, listener, shutdown.clone()).await?;
+                eprintln!("sandbox listening: base_url {}", handle.base_url());
+                wait_for_signal().await;
+                shutdown.cancel();
+                handle.stopped().await;
+                anyhow::Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { events } => {
+            let ok = orceum_bridge::demo::run(events)?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

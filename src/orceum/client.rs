@@ -1,0 +1,253 @@
+//! The HTTP client for Orceum's "Push an Event" API.
+//!
+//! One pooled keep-alive `reqwest` client (rustls) for the whole process. A request is built
+//! from the event body once; every attempt re-stamps `X-Timestamp` and re-signs the same bytes.
+//! [`PreparedRequest`] is what both `run` sends and `render` prints, so they cannot disagree.
+
+use super::sign::{send_timestamp, signature_header};
+use crate::config::validate::App;
+use std::time::Duration;
+
+/// How much of an error response is kept for logs and dead letters.
+const EXCERPT_BYTES: usize = 512;
+
+/// One request, ready to send: method POST, these headers, these body bytes.
+/// `Debug` shows the headers redacted.
+#[derive(Clone)]
+pub struct PreparedRequest {
+    pub url: String,
+    /// Header name and value; the secret header's value is the real secret.
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for PreparedRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedRequest")
+            .field("url", &self.url)
+            .field("headers", &self.redacted_headers())
+            .field("body", &String::from_utf8_lossy(&self.body))
+            .finish()
+    }
+}
+
+pub const SECRET_HEADER: &str = "X-Orceum-Webhook-Secret";
+
+impl PreparedRequest {
+    /// The headers with the webhook secret replaced by `whs_…[REDACTED]`, for display.
+    pub fn redacted_headers(&self) -> Vec<(&'static str, String)> {
+        self.headers
+            .iter()
+            .map(|(k, v)| {
+                if *k == SECRET_HEADER {
+                    (*k, "whs_…[REDACTED]".to_string())
+                } else {
+                    (*k, v.clone())
+                }
+            })
+            .collect()
+    }
+}
+
+/// Builds the URL, headers and signature for `body`, stamped now.
+pub fn prepare(base_url: &str, app: &App, body: Vec<u8>) -> PreparedRequest {
+    let url = format!("{}/apps/{}/events", base_url.trim_end_matches('/'), app.app_id);
+    let (secret, signature) =
+        app.secret
+            .with_exposed(|s| (s.to_string(), signature_header(s.as_bytes(), &body)));
+    PreparedRequest {
+        url,
+        headers: vec![
+            ("Content-Type", "application/json".into()),
+            (SECRET_HEADER, secret),
+            ("X-Hub-Signature-256", signature),
+            ("X-Timestamp", send_timestamp()),
+        ],
+        body,
+    }
+}
+
+/// What Orceum answered.
+#[derive(Debug, Clone)]
+pub struct PushResponse {
+    pub status: u16,
+    /// `Retry-After`, in seconds or as an HTTP date.
+    pub retry_after: Option<Duration>,
+    /// The start of the response body, for logs and dead letters.
+    pub excerpt: String,
+}
+
+/// Why no response came back. Never carries the secret (reqwest errors name the URL only).
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("push to {url} timed out")]
+    Timeout { url: String },
+    #[error("cannot reach {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("push to {url} failed: {reason}")]
+    Other { url: String, reason: String },
+}
+
+impl PushError {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PushError::Timeout { .. } => "timeout",
+            PushError::Connect { .. } => "connect",
+            PushError::Other { .. } => "transport",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client: {0}")]
+pub struct ClientBuildError(String);
+
+/// The pooled client.
+#[derive(Clone)]
+pub struct OrceumClient {
+    http: reqwest::Client,
+    base_url: String,
+}
+
+impl OrceumClient {
+    pub fn new(base_url: &str, timeout: Duration) -> Result<Self, ClientBuildError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(512)
+            .tcp_nodelay(true)
+            .user_agent(concat!("orceum-bridge/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientBuildError(e.to_string()))?;
+        Ok(Self {
+            http,
+            base_url: base_url.trim_end_matches('/').to_string(),
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Signs `body` for `app` with a fresh timestamp and sends it once.
+    pub async fn push(&self, app: &App, body: &[u8]) -> Result<PushResponse, PushError> {
+        let req = prepare(&self.base_url, app, body.to_vec());
+        let mut builder = self.http.post(&req.url);
+        for (k, v) in &req.headers {
+            builder = builder.header(*k, v);
+        }
+        let url = req.url.clone();
+        let resp = builder.body(req.body).send().await.map_err(|e| classify(&url, &e))?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let excerpt = if (200..300).contains(&status) {
+            // Drain the body so the connection goes back to the pool.
+            let _ = resp.bytes().await;
+            String::new()
+        } else {
+            match resp.bytes().await {
+                Ok(b) => {
+                    let cut = &b[..b.len().min(EXCERPT_BYTES)];
+                    String::from_utf8_lossy(cut).into_owned()
+                }
+                Err(_) => String::new(),
+            }
+        };
+        Ok(PushResponse {
+            status,
+            retry_after,
+            excerpt,
+        })
+    }
+}
+
+fn classify(url: &str, e: &reqwest::Error) -> PushError {
+    let url = url.to_string();
+    // The error's own text may hold the URL, never headers; strip the URL to keep it short.
+    let reason = e.without_url_ref_string();
+    if e.is_timeout() {
+        PushError::Timeout { url }
+    } else if e.is_connect() {
+        PushError::Connect { url, reason }
+    } else {
+        PushError::Other { url, reason }
+    }
+}
+
+trait WithoutUrl {
+    fn without_url_ref_string(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    fn without_url_ref_string(&self) -> String {
+        let mut s = self.to_string();
+        if let Some(u) = self.url() {
+            s = s.replace(u.as_str(), "");
+        }
+        let mut src = std::error::Error::source(self);
+        while let Some(inner) = src {
+            s.push_str(": ");
+            s.push_str(&inner.to_string());
+            src = inner.source();
+        }
+        s
+    }
+}
+
+/// `Retry-After` is either delta-seconds or an HTTP date.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::secret::AppSecret;
+
+    #[test]
+    fn prepared_request_has_the_exact_header_set_and_signs_the_body() {
+        let app = App {
+            name: "tasks".into(),
+            app_id: "app_123".into(),
+            secret: AppSecret::fixed("whs_test"),
+            rate_limit: None,
+        };
+        let req = prepare("https://api.orceum.com/v1/", &app, b"{\"a\":1}".to_vec());
+        assert_eq!(req.url, "https://api.orceum.com/v1/apps/app_123/events");
+        let names: Vec<_> = req.headers.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            names,
+            ["Content-Type", "X-Orceum-Webhook-Secret", "X-Hub-Signature-256", "X-Timestamp"]
+        );
+        assert_eq!(
+            req.headers[2].1,
+            signature_header(b"whs_test", b"{\"a\":1}")
+        );
+        let shown = format!("{:?}", req.redacted_headers());
+        assert!(!shown.contains("whs_test"), "{shown}");
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_dates() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

@@ -1,0 +1,1108 @@
+//! A local Orceum-compatible receiver for "Push an Event": the `sandbox` CLI command and the
+//! endpoint integration tests push to.
+//!
+//! It answers `POST /v1/apps/{app_id}/events` (and `POST /apps/{app_id}/events`) the way
+//! orceum-push-api.txt says Orceum does, and is stricter than Orceum needs to be, because its job
+//! is to catch a bridge that drifts from the contract. Checks run in this order and the first
+//! failure answers with `{"error": "<reason>"}`:
+//!
+//! 1. the app id is configured (404);
+//! 2. `Content-Type` is exactly `application/json` (422);
+//! 3. `X-Orceum-Webhook-Secret` equals the app's secret (401);
+//! 4. `X-Hub-Signature-256` is `sha256=` + lowercase hex HMAC-SHA256(secret, exact body bytes) (401);
+//! 5. `X-Timestamp` is RFC 3339 UTC ending in `Z` (401);
+//! 6. the body is JSON (422), compact — byte-identical to serde_json's own serialisation (422) —
+//!    and has exactly the spec's fields, typed as the spec says, in the order
+//!    `installation_id, event_type, event_data, timestamp, priority, metadata` (422).
+//!
+//! Faults (latency, random 500/503/429, rejected installations and event types) are injected only
+//! after a request has passed every check, so a broken request is never hidden by a fault. Accepted
+//! events are recorded in arrival order and exposed through [`SandboxHandle`] and, for a sandbox
+//! running as a separate process, `GET /_sandbox/events` and `GET /_sandbox/stats`.
+//!
+//! Secrets are never printed, logged or returned: the recorded `X-Orceum-Webhook-Secret` header is
+//! redacted and error messages say *that* a secret is wrong, never what it is.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::event::Priority;
+use super::sign;
+
+const SECRET_HEADER: &str = "x-orceum-webhook-secret";
+const SIGNATURE_HEADER: &str = "x-hub-signature-256";
+const TIMESTAMP_HEADER: &str = "x-timestamp";
+const REDACTED: &str = "[redacted]";
+
+/// The body's fields in the order the bridge promises; the first four are required.
+const FIELD_ORDER: [&str; 6] = [
+    "installation_id",
+    "event_type",
+    "event_data",
+    "timestamp",
+    "priority",
+    "metadata",
+];
+const FIELD_ORDER_TEXT: &str =
+    "installation_id, event_type, event_data, timestamp, priority, metadata";
+
+/// What the sandbox accepts and how it misbehaves.
+#[derive(Clone, Default)]
+pub struct SandboxConfig {
+    /// `app_id` → its `whs_*` webhook secret.
+    pub apps: HashMap<String, String>,
+    /// Skip the 401 checks (secret, signature, `X-Timestamp`), for benchmarking a peer that
+    /// cannot sign. App ids are still checked when any are configured; with none configured,
+    /// every app id is accepted. Body checks always apply.
+    pub accept_any: bool,
+    /// Faults to inject after verification; replaceable at runtime with
+    /// [`SandboxHandle::set_faults`].
+    pub faults: Faults,
+    /// Print each accepted event as one line to stdout:
+    /// `200 app_1 inst_x task.completed normal {"task_id":…}`.
+    pub print: bool,
+}
+
+// Hand-written so that `{:?}` of a config can never show a secret.
+impl fmt::Debug for SandboxConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut app_ids: Vec<&str> = self.apps.keys().map(String::as_str).collect();
+        app_ids.sort_unstable();
+        f.debug_struct("SandboxConfig")
+            .field("app_ids", &app_ids)
+            .field("accept_any", &self.accept_any)
+            .field("faults", &self.faults)
+            .field("print", &self.print)
+            .finish()
+    }
+}
+
+/// Faults injected into requests that passed verification (chaos tests, retry tests).
+///
+/// The three rates are probabilities in `0.0..=1.0` and are disjoint: one draw per request picks
+/// 500 with `rate_500`, else 503 with `rate_503`, else 429 with `rate_429`.
+#[derive(Clone, Default, Debug)]
+pub struct Faults {
+    /// Share of requests answered `500 Internal Server Error`.
+    pub rate_500: f64,
+    /// Share of requests answered `503 Service Unavailable`.
+    pub rate_503: f64,
+    /// Share of requests answered `429 Too Many Requests`.
+    pub rate_429: f64,
+    /// `Retry-After` seconds sent with a 429 (default 1).
+    pub retry_after_secs: Option<u64>,
+    /// Delay before answering each verified request.
+    pub latency: Duration,
+    /// Installation ids answered 404 ("not found or not active").
+    pub reject_installations: HashSet<String>,
+    /// Event types answered 422.
+    pub reject_event_types: HashSet<String>,
+}
+
+/// One accepted push, as received.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReceivedEvent {
+    /// The `{app_id}` path segment.
+    pub app_id: String,
+    /// The `event_id` the sandbox answered with.
+    pub event_id: String,
+    /// The parsed body.
+    pub event: Value,
+    /// The exact body bytes (what was signed).
+    pub body: Vec<u8>,
+    /// Request headers, lowercase names, in arrival order; the secret header's value is redacted.
+    pub headers: Vec<(String, String)>,
+    /// When the sandbox accepted it.
+    pub received_at: DateTime<Utc>,
+}
+
+impl ReceivedEvent {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "app_id": self.app_id,
+            "event_id": self.event_id,
+            "event": self.event,
+            // The body parsed as JSON, so it is UTF-8; lossy only to avoid a fallible path.
+            "body": String::from_utf8_lossy(&self.body),
+            "headers": self.headers,
+            "received_at": self.received_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        })
+    }
+}
+
+/// Counters since start (or the last [`SandboxHandle::clear`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SandboxStats {
+    /// Events answered 200 and recorded.
+    pub accepted: u64,
+    /// Every status answered to a push (or unknown path), injected faults included.
+    pub by_status: BTreeMap<u16, u64>,
+}
+
+/// A running sandbox. Cheap to clone; every clone sees the same server.
+#[derive(Clone)]
+pub struct SandboxHandle {
+    addr: SocketAddr,
+    sandbox: Arc<Sandbox>,
+    stopped: CancellationToken,
+}
+
+impl fmt::Debug for SandboxHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SandboxHandle")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SandboxHandle {
+    /// The address the sandbox listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL to configure as `orceum.base_url`, e.g. `http://127.0.0.1:PORT/v1`.
+    pub fn base_url(&self) -> String {
+        // A wildcard bind address is not something a client should connect to.
+        let ip = match self.addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        format!("http://{}/v1", SocketAddr::new(ip, self.addr.port()))
+    }
+
+    /// Accepted events, in arrival order.
+    pub fn events(&self) -> Vec<ReceivedEvent> {
+        self.sandbox.recorded().events.clone()
+    }
+
+    /// Counters of accepted events and of every status answered.
+    pub fn stats(&self) -> SandboxStats {
+        self.sandbox.recorded().stats.clone()
+    }
+
+    /// Replace the faults; applies to requests that arrive from now on.
+    pub fn set_faults(&self, faults: Faults) {
+        *self
+            .sandbox
+            .faults
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(faults);
+    }
+
+    /// Forget recorded events and reset the stats.
+    pub fn clear(&self) {
+        let mut recorded = self.sandbox.recorded();
+        recorded.events.clear();
+        recorded.stats = SandboxStats::default();
+    }
+
+    /// Resolves once the server has shut down (after the shutdown token is cancelled and
+    /// in-flight requests have been answered).
+    pub async fn stopped(&self) {
+        self.stopped.cancelled().await;
+    }
+}
+
+/// Start serving on `listener` and return at once. The server stops gracefully when `shutdown`
+/// is cancelled; [`SandboxHandle::stopped`] tells when it has.
+pub async fn start(
+    cfg: SandboxConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<SandboxHandle> {
+    let addr = listener.local_addr()?;
+    let sandbox = Arc::new(Sandbox {
+        apps: cfg.apps,
+        accept_any: cfg.accept_any,
+        print: cfg.print,
+        faults: RwLock::new(Arc::new(cfg.faults)),
+        recorded: Mutex::new(Recorded::default()),
+        shutdown: shutdown.clone(),
+    });
+    let app = router(sandbox.clone());
+    let stopped = CancellationToken::new();
+    let done = stopped.clone();
+    tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
+        if let Err(e) = serve.await {
+            tracing::error!(%addr, error = %e, "sandbox server stopped with an error");
+        }
+        done.cancel();
+    });
+    tracing::info!(%addr, "Orceum sandbox listening");
+    Ok(SandboxHandle {
+        addr,
+        sandbox,
+        stopped,
+    })
+}
+
+fn router(sandbox: Arc<Sandbox>) -> Router {
+    Router::new()
+        .route("/v1/apps/{app_id}/events", post(push).fallback(not_found))
+        .route("/apps/{app_id}/events", post(push).fallback(not_found))
+        .route("/_sandbox/events", get(list_events).fallback(not_found))
+        .route("/_sandbox/stats", get(show_stats).fallback(not_found))
+        .fallback(not_found)
+        .with_state(sandbox)
+}
+
+struct Sandbox {
+    apps: HashMap<String, String>,
+    accept_any: bool,
+    print: bool,
+    // An `Arc` so a request takes a snapshot without cloning the sets.
+    faults: RwLock<Arc<Faults>>,
+    // Events and stats under one lock so a reader never sees one without the other.
+    recorded: Mutex<Recorded>,
+    shutdown: CancellationToken,
+}
+
+#[derive(Default)]
+struct Recorded {
+    events: Vec<ReceivedEvent>,
+    stats: SandboxStats,
+}
+
+/// A refusal: the status and the reason sent as `{"error": reason}`.
+struct Rejection {
+    status: StatusCode,
+    reason: String,
+    retry_after: Option<u64>,
+}
+
+fn reject(status: StatusCode, reason: impl Into<String>) -> Rejection {
+    Rejection {
+        status,
+        reason: reason.into(),
+        retry_after: None,
+    }
+}
+
+impl Sandbox {
+    fn recorded(&self) -> MutexGuard<'_, Recorded> {
+        // A panic while holding the lock cannot leave the counters inconsistent enough to matter
+        // for a test receiver; keep serving rather than poisoning every later request.
+        self.recorded.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn count(&self, status: StatusCode) {
+        *self
+            .recorded()
+            .stats
+            .by_status
+            .entry(status.as_u16())
+            .or_default() += 1;
+    }
+
+    fn refuse(&self, app_id: &str, r: Rejection) -> Response {
+        self.count(r.status);
+        tracing::info!(app_id, status = r.status.as_u16(), reason = %r.reason, "sandbox refused push");
+        let mut response = (r.status, Json(json!({ "error": r.reason }))).into_response();
+        if let Some(secs) = r.retry_after {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+
+    /// Steps 1–6 of the module doc. Returns the parsed body.
+    fn verify(&self, app_id: &str, headers: &HeaderMap, body: &[u8]) -> Result<Value, Rejection> {
+        let secret = match self.apps.get(app_id) {
+            Some(secret) => Some(secret.as_bytes()),
+            None if self.accept_any && self.apps.is_empty() => None,
+            None => {
+                return Err(reject(
+                    StatusCode::NOT_FOUND,
+                    format!("app {app_id:?} not found; this sandbox knows {}", self.known_apps()),
+                ))
+            }
+        };
+
+        match header_str(headers, CONTENT_TYPE.as_str()) {
+            Some(ct) if ct.trim().eq_ignore_ascii_case("application/json") => {}
+            Some(ct) => {
+                return Err(reject(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("Content-Type is {ct:?}; it must be \"application/json\""),
+                ))
+            }
+            None => {
+                return Err(reject(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "missing Content-Type header; it must be \"application/json\"",
+                ))
+            }
+        }
+
+        if !self.accept_any {
+            // `secret` is `None` only under accept_any.
+            let secret = secret.unwrap_or_default();
+            check_auth_headers(app_id, secret, headers, body)?;
+        }
+
+        let value: Value = serde_json::from_slice(body).map_err(|e| {
+            reject(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("body is not JSON: {e}"),
+            )
+        })?;
+        check_compact(&value, body)?;
+        check_fields(&value).map_err(|reason| reject(StatusCode::UNPROCESSABLE_ENTITY, reason))?;
+        Ok(value)
+    }
+
+    /// Faults for a verified request, in the order: latency, random 5xx/429, rejected
+    /// installation, rejected event type.
+    async fn inject_faults(&self, event: &Value) -> Result<(), Rejection> {
+        let faults = self
+            .faults
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if !faults.latency.is_zero() {
+            // Shutdown must not wait out an injected delay.
+            tokio::select! {
+                () = tokio::time::sleep(faults.latency) => {}
+                () = self.shutdown.cancelled() => {
+                    return Err(reject(StatusCode::SERVICE_UNAVAILABLE, "sandbox is shutting down"));
+                }
+            }
+        }
+        let draw: f64 = rand::random();
+        let mut threshold = faults.rate_500;
+        if draw < threshold {
+            return Err(reject(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "injected fault: internal server error (rate_500)",
+            ));
+        }
+        threshold += faults.rate_503;
+        if draw < threshold {
+            return Err(reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "injected fault: service unavailable (rate_503)",
+            ));
+        }
+        threshold += faults.rate_429;
+        if draw < threshold {
+            let secs = faults.retry_after_secs.unwrap_or(1);
+            return Err(Rejection {
+                retry_after: Some(secs),
+                ..reject(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("injected fault: rate limit exceeded, retry after {secs}s (rate_429)"),
+                )
+            });
+        }
+        // Both fields were checked to be strings by `verify`.
+        let installation = event["installation_id"].as_str().unwrap_or_default();
+        if faults.reject_installations.contains(installation) {
+            return Err(reject(
+                StatusCode::NOT_FOUND,
+                format!("installation_id {installation:?} not found or not active (reject_installations)"),
+            ));
+        }
+        let event_type = event["event_type"].as_str().unwrap_or_default();
+        if faults.reject_event_types.contains(event_type) {
+            return Err(reject(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("event_type {event_type:?} rejected (reject_event_types)"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn accept(&self, app_id: String, headers: &HeaderMap, body: Bytes, event: Value) -> Response {
+        let event_id = format!("evt_{:016x}", rand::random::<u64>());
+        if self.print {
+            let priority = event["priority"].as_str().unwrap_or("normal");
+            // `writeln!` rather than `println!`: a closed stdout (`| head`) must not panic.
+            let _ = writeln!(
+                std::io::stdout().lock(),
+                "200 {app_id} {} {} {priority} {}",
+                event["installation_id"].as_str().unwrap_or_default(),
+                event["event_type"].as_str().unwrap_or_default(),
+                event["event_data"],
+            );
+        }
+        let received = ReceivedEvent {
+            app_id,
+            event_id: event_id.clone(),
+            event,
+            body: body.to_vec(),
+            headers: recorded_headers(headers),
+            received_at: Utc::now(),
+        };
+        {
+            let mut recorded = self.recorded();
+            recorded.stats.accepted += 1;
+            *recorded.stats.by_status.entry(200).or_default() += 1;
+            recorded.events.push(received);
+        }
+        Json(json!({
+            "event_id": event_id,
+            "status": "QUEUED",
+            "action_taken": "NOTIFIED",
+        }))
+        .into_response()
+    }
+
+    fn known_apps(&self) -> String {
+        if self.apps.is_empty() {
+            return "no apps (configure one with --app APP_ID=SECRET)".to_string();
+        }
+        let mut ids: Vec<&str> = self.apps.keys().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids.join(", ")
+    }
+}
+
+async fn push(
+    State(sandbox): State<Arc<Sandbox>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let app_id = match path {
+        Ok(Path(app_id)) => app_id,
+        Err(e) => return sandbox.refuse("?", reject(e.status(), e.body_text())),
+    };
+    // Over axum's default body limit (2 MiB) or a broken connection.
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => return sandbox.refuse(&app_id, reject(e.status(), e.body_text())),
+    };
+    let event = match sandbox.verify(&app_id, &headers, &body) {
+        Ok(event) => event,
+        Err(r) => return sandbox.refuse(&app_id, r),
+    };
+    if let Err(r) = sandbox.inject_faults(&event).await {
+        return sandbox.refuse(&app_id, r);
+    }
+    sandbox.accept(app_id, &headers, body, event)
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    /// Skip the first `since` events, so a poller fetches only what is new.
+    #[serde(default)]
+    since: usize,
+}
+
+async fn list_events(
+    State(sandbox): State<Arc<Sandbox>>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Response {
+    let since = match query {
+        Ok(Query(q)) => q.since,
+        Err(e) => {
+            return (
+                e.status(),
+                Json(json!({ "error": format!("{}; use ?since=N", e.body_text()) })),
+            )
+                .into_response()
+        }
+    };
+    let recorded = sandbox.recorded();
+    let events: Vec<Value> = recorded
+        .events
+        .iter()
+        .skip(since)
+        .map(ReceivedEvent::to_json)
+        .collect();
+    Json(Value::Array(events)).into_response()
+}
+
+async fn show_stats(State(sandbox): State<Arc<Sandbox>>) -> Response {
+    let stats = sandbox.recorded().stats.clone();
+    Json(stats).into_response()
+}
+
+async fn not_found(State(sandbox): State<Arc<Sandbox>>, method: Method, uri: Uri) -> Response {
+    sandbox.count(StatusCode::NOT_FOUND);
+    let reason = format!(
+        "no route for {method} {}; push events with POST /v1/apps/{{app_id}}/events",
+        uri.path()
+    );
+    (StatusCode::NOT_FOUND, Json(json!({ "error": reason }))).into_response()
+}
+
+/// Steps 3–5: secret, signature, `X-Timestamp`. Every failure is a 401.
+fn check_auth_headers(
+    app_id: &str,
+    secret: &[u8],
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), Rejection> {
+    let unauthorized = |reason: String| reject(StatusCode::UNAUTHORIZED, reason);
+
+    let Some(sent) = headers.get(SECRET_HEADER) else {
+        return Err(unauthorized(
+            "missing X-Orceum-Webhook-Secret header".to_string(),
+        ));
+    };
+    // Never echo the sent value: it may be a real secret pointed at the wrong app.
+    if !constant_time_eq(sent.as_bytes(), secret) {
+        return Err(unauthorized(format!(
+            "X-Orceum-Webhook-Secret does not match the secret of app {app_id:?}"
+        )));
+    }
+
+    let Some(signature) = header_str(headers, SIGNATURE_HEADER) else {
+        return Err(unauthorized(
+            "missing X-Hub-Signature-256 header; send sha256=<lowercase hex HMAC-SHA256 of the body>"
+                .to_string(),
+        ));
+    };
+    let well_formed = signature.strip_prefix("sha256=").is_some_and(|hex| {
+        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    });
+    if !well_formed {
+        return Err(unauthorized(
+            "X-Hub-Signature-256 must be sha256= followed by 64 lowercase hex digits".to_string(),
+        ));
+    }
+    if !sign::verify(secret, body, signature) {
+        return Err(unauthorized(format!(
+            "X-Hub-Signature-256 is not the HMAC-SHA256 of the exact body bytes under the secret \
+             of app {app_id:?}; sign the bytes you send, after serialising"
+        )));
+    }
+
+    match header_str(headers, TIMESTAMP_HEADER) {
+        None => Err(unauthorized(
+            "missing X-Timestamp header; send the send time as RFC 3339 UTC, e.g. 2024-01-15T12:00:00Z"
+                .to_string(),
+        )),
+        Some(ts) if !is_rfc3339_utc_z(ts) => Err(unauthorized(format!(
+            "X-Timestamp {ts:?} is not RFC 3339 UTC ending in Z, e.g. 2024-01-15T12:00:00Z"
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Compact means byte-identical to serde_json's serialisation of the parsed value (with
+/// `preserve_order`, so key order is kept): that is what the bridge signs and sends.
+fn check_compact(value: &Value, body: &[u8]) -> Result<(), Rejection> {
+    // Serialising a `Value` cannot fail; an empty result would only fail the comparison.
+    let compact = serde_json::to_vec(value).unwrap_or_default();
+    if compact == body {
+        return Ok(());
+    }
+    let at = body
+        .iter()
+        .zip(&compact)
+        .position(|(a, b)| a != b)
+        .unwrap_or(body.len().min(compact.len()));
+    let near = String::from_utf8_lossy(&body[at.saturating_sub(16)..(at + 16).min(body.len())]);
+    Err(reject(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        format!(
+            "body is not compact JSON: it differs from its compact serialisation at byte {at} \
+             (near {near:?}); send no whitespace, no escapes serde_json would not write, \
+             no duplicate keys"
+        ),
+    ))
+}
+
+/// Step 6's field rules. Every problem is reported at once, joined by "; ".
+fn check_fields(value: &Value) -> Result<(), String> {
+    let Some(obj) = value.as_object() else {
+        return Err(format!("body must be a JSON object, got {}", kind(value)));
+    };
+    let mut problems = Vec::new();
+
+    // Order: each known field must come after every known field before it.
+    let mut furthest: Option<(usize, &str)> = None;
+    for key in obj.keys() {
+        match FIELD_ORDER.iter().position(|f| f == key) {
+            None => problems.push(format!(
+                "unknown field {key:?}; the fields are {FIELD_ORDER_TEXT}"
+            )),
+            Some(pos) => match furthest {
+                Some((max, after)) if pos < max => problems.push(format!(
+                    "field {key:?} comes after {after:?}; the order must be {FIELD_ORDER_TEXT}"
+                )),
+                _ => furthest = Some((pos, key)),
+            },
+        }
+    }
+
+    non_empty_string(obj, "installation_id", &mut problems);
+    non_empty_string(obj, "event_type", &mut problems);
+    match obj.get("event_data") {
+        None => problems.push("missing required field \"event_data\" (an object)".to_string()),
+        Some(Value::Object(_)) => {}
+        Some(other) => problems.push(format!("event_data must be an object, got {}", kind(other))),
+    }
+    match obj.get("timestamp") {
+        None => problems.push("missing required field \"timestamp\"".to_string()),
+        Some(Value::String(ts)) if is_rfc3339_utc_z(ts) => {}
+        Some(other) => problems.push(format!(
+            "timestamp {other} is not an RFC 3339 UTC string ending in Z, e.g. \"2024-01-15T12:00:00Z\""
+        )),
+    }
+    match obj.get("priority") {
+        None => {}
+        Some(Value::String(p)) => {
+            if let Err(e) = p.parse::<Priority>() {
+                problems.push(format!("priority: {e}"));
+            }
+        }
+        Some(other) => problems.push(format!(
+            "priority must be a string (low|normal|high|critical), got {}",
+            kind(other)
+        )),
+    }
+    match obj.get("metadata") {
+        None | Some(Value::Object(_)) => {}
+        Some(other) => problems.push(format!(
+            "metadata must be an object when present, got {}",
+            kind(other)
+        )),
+    }
+
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+fn non_empty_string(obj: &Map<String, Value>, field: &str, problems: &mut Vec<String>) {
+    match obj.get(field) {
+        None => problems.push(format!("missing required field {field:?}")),
+        Some(Value::String(s)) if s.is_empty() => problems.push(format!("{field} is empty")),
+        Some(Value::String(_)) => {}
+        Some(other) => problems.push(format!("{field} must be a string, got {}", kind(other))),
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// RFC 3339, UTC, written with `T` and a trailing upper-case `Z` (chrono alone also accepts
+/// offsets, a space or a lower-case `t`/`z`, which the spec's example form does not use).
+fn is_rfc3339_utc_z(s: &str) -> bool {
+    s.as_bytes().get(10) == Some(&b'T')
+        && s.ends_with('Z')
+        && DateTime::parse_from_rfc3339(s).is_ok()
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    // A non-UTF-8 value is treated like a wrong one, not a missing one.
+    headers
+        .get(name)
+        .map(|v| v.to_str().unwrap_or("<not valid UTF-8>"))
+}
+
+fn recorded_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let value = if name.as_str() == SECRET_HEADER {
+                REDACTED.to_string()
+            } else {
+                String::from_utf8_lossy(value.as_bytes()).into_owned()
+            };
+            (name.as_str().to_string(), value)
+        })
+        .collect()
+}
+
+/// Compares without an early exit, so response timing does not reveal how much of a guessed
+/// secret was right. The length is not secret.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::orceum::event::OrceumEvent;
+    use crate::orceum::sign::signature_header;
+
+    const APP: &str = "app_1";
+    const SECRET: &str = "whs_test_secret";
+    const BODY: &str = r#"{"installation_id":"inst_x","event_type":"task.completed","event_data":{"task_id":"task_789"},"timestamp":"2024-01-15T12:00:00Z","priority":"normal"}"#;
+
+    struct Running {
+        handle: SandboxHandle,
+        shutdown: CancellationToken,
+        client: reqwest::Client,
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.shutdown.cancel();
+        }
+    }
+
+    async fn sandbox_with(cfg: SandboxConfig) -> Running {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let shutdown = CancellationToken::new();
+        let handle = start(cfg, listener, shutdown.clone()).await.unwrap();
+        Running {
+            handle,
+            shutdown,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    async fn sandbox() -> Running {
+        sandbox_with(SandboxConfig {
+            apps: HashMap::from([(APP.to_string(), SECRET.to_string())]),
+            ..SandboxConfig::default()
+        })
+        .await
+    }
+
+    impl Running {
+        fn url(&self, app: &str) -> String {
+            format!("{}/apps/{app}/events", self.handle.base_url())
+        }
+
+        /// POST `body` to `app` with the headers `secret` and `signature` would produce.
+        async fn push_as(
+            &self,
+            app: &str,
+            secret: &str,
+            signature: &str,
+            body: &str,
+        ) -> (u16, HeaderMap, Value) {
+            let resp = self
+                .client
+                .post(self.url(app))
+                .header("Content-Type", "application/json")
+                .header("X-Orceum-Webhook-Secret", secret)
+                .header("X-Hub-Signature-256", signature)
+                .header("X-Timestamp", "2024-01-15T12:00:01Z")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let bytes = resp.bytes().await.unwrap();
+            (status, headers, serde_json::from_slice(&bytes).unwrap())
+        }
+
+        async fn push(&self, body: &str) -> (u16, HeaderMap, Value) {
+            let sig = signature_header(SECRET.as_bytes(), body.as_bytes());
+            self.push_as(APP, SECRET, &sig, body).await
+        }
+    }
+
+    fn error_of(v: &Value) -> &str {
+        v["error"].as_str().unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn correctly_signed_compact_request_gets_200_and_is_recorded() {
+        let s = sandbox().await;
+        let (status, _, answer) = s.push(BODY).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["status"], "QUEUED");
+        assert_eq!(answer["action_taken"], "NOTIFIED");
+        assert!(answer["event_id"].as_str().unwrap().starts_with("evt_"));
+
+        let events = s.handle.events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].app_id, APP);
+        assert_eq!(events[0].body, BODY.as_bytes());
+        assert_eq!(events[0].event["event_data"]["task_id"], "task_789");
+        assert_eq!(events[0].event_id, answer["event_id"].as_str().unwrap());
+        assert_eq!(events[0].header("x-orceum-webhook-secret"), Some(REDACTED));
+        assert_eq!(s.handle.stats().accepted, 1);
+        assert_eq!(s.handle.stats().by_status, BTreeMap::from([(200, 1)]));
+    }
+
+    #[tokio::test]
+    async fn the_bridges_own_event_body_is_accepted_on_both_paths() {
+        let s = sandbox().await;
+        let ev = OrceumEvent {
+            installation_id: "inst_abc123".into(),
+            event_type: "task.completed".into(),
+            event_data: serde_json::from_str(r#"{"title":"Send Q4 report","n":1.5}"#).unwrap(),
+            timestamp: "2024-01-15T12:00:00Z".into(),
+            priority: Priority::High,
+            metadata: Some(serde_json::from_str(r#"{"source":"kafka:tasks/2@1834"}"#).unwrap()),
+        };
+        let body = String::from_utf8(ev.to_body()).unwrap();
+        let sig = signature_header(SECRET.as_bytes(), body.as_bytes());
+        let (status, _, answer) = s.push_as(APP, SECRET, &sig, &body).await;
+        assert_eq!(status, 200, "{answer}");
+        let v1_less = format!("http://{}/apps/{APP}/events", s.handle.addr());
+        let resp = s
+            .client
+            .post(v1_less)
+            .header("Content-Type", "application/json")
+            .header("X-Orceum-Webhook-Secret", SECRET)
+            .header("X-Hub-Signature-256", sig)
+            .header("X-Timestamp", "2024-01-15T12:00:01Z")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        assert_eq!(s.handle.events().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn wrong_secret_is_401_and_never_echoed() {
+        let s = sandbox().await;
+        let wrong = "whs_wrong_one";
+        let sig = signature_header(wrong.as_bytes(), BODY.as_bytes());
+        let (status, _, answer) = s.push_as(APP, wrong, &sig, BODY).await;
+        assert_eq!(status, 401);
+        assert!(error_of(&answer).contains("X-Orceum-Webhook-Secret"), "{answer}");
+        let text = answer.to_string();
+        assert!(!text.contains(wrong) && !text.contains(SECRET), "{text}");
+        assert!(s.handle.events().is_empty());
+    }
+
+    #[tokio::test]
+    async fn bad_signature_is_401() {
+        let s = sandbox().await;
+        let other_body = BODY.replace("inst_x", "inst_y");
+        let sig = signature_header(SECRET.as_bytes(), other_body.as_bytes());
+        let (status, _, answer) = s.push_as(APP, SECRET, &sig, BODY).await;
+        assert_eq!(status, 401);
+        assert!(error_of(&answer).contains("X-Hub-Signature-256"), "{answer}");
+
+        let upper = signature_header(SECRET.as_bytes(), BODY.as_bytes()).to_uppercase();
+        let (status, _, _) = s.push_as(APP, SECRET, &upper, BODY).await;
+        assert_eq!(status, 401, "upper-case hex is not the spec's format");
+        assert_eq!(s.handle.stats().by_status, BTreeMap::from([(401, 2)]));
+    }
+
+    #[tokio::test]
+    async fn missing_or_offset_x_timestamp_is_401() {
+        let s = sandbox().await;
+        let sig = signature_header(SECRET.as_bytes(), BODY.as_bytes());
+        for ts in [None, Some("2024-01-15T14:00:01+02:00"), Some("yesterday")] {
+            let mut req = s
+                .client
+                .post(s.url(APP))
+                .header("Content-Type", "application/json")
+                .header("X-Orceum-Webhook-Secret", SECRET)
+                .header("X-Hub-Signature-256", &sig)
+                .body(BODY);
+            if let Some(ts) = ts {
+                req = req.header("X-Timestamp", ts);
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status().as_u16(), 401, "{ts:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn non_compact_body_is_422() {
+        let s = sandbox().await;
+        let spaced = BODY.replacen(r#""installation_id":"#, r#""installation_id": "#, 1);
+        let (status, _, answer) = s.push(&spaced).await;
+        assert_eq!(status, 422);
+        assert!(error_of(&answer).contains("not compact"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn bad_priority_is_422() {
+        let s = sandbox().await;
+        let body = BODY.replace(r#""priority":"normal""#, r#""priority":"urgent""#);
+        let (status, _, answer) = s.push(&body).await;
+        assert_eq!(status, 422);
+        assert!(error_of(&answer).contains("low|normal|high|critical"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn wrong_field_order_is_422() {
+        let s = sandbox().await;
+        let body = r#"{"event_type":"task.completed","installation_id":"inst_x","event_data":{},"timestamp":"2024-01-15T12:00:00Z"}"#;
+        let (status, _, answer) = s.push(body).await;
+        assert_eq!(status, 422);
+        assert!(error_of(&answer).contains("order"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn missing_and_unknown_fields_are_422_all_at_once() {
+        let s = sandbox().await;
+        let body = r#"{"installation_id":"","event_type":"t","event_data":[],"extra":1}"#;
+        let (status, _, answer) = s.push(body).await;
+        assert_eq!(status, 422);
+        let e = error_of(&answer);
+        for part in ["\"extra\"", "installation_id is empty", "event_data must be an object", "\"timestamp\""] {
+            assert!(e.contains(part), "{part} missing from {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_app_is_404() {
+        let s = sandbox().await;
+        let sig = signature_header(SECRET.as_bytes(), BODY.as_bytes());
+        let (status, _, answer) = s.push_as("app_nope", SECRET, &sig, BODY).await;
+        assert_eq!(status, 404);
+        assert!(error_of(&answer).contains("app \"app_nope\" not found"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn unknown_path_is_404_with_a_json_error() {
+        let s = sandbox().await;
+        let resp = s
+            .client
+            .get(format!("http://{}/v1/apps/{APP}/events", s.handle.addr()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 404);
+        let v: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+        assert!(error_of(&v).contains("no route for GET"), "{v}");
+    }
+
+    #[tokio::test]
+    async fn reject_installations_answers_404() {
+        let s = sandbox_with(SandboxConfig {
+            apps: HashMap::from([(APP.to_string(), SECRET.to_string())]),
+            faults: Faults {
+                reject_installations: HashSet::from(["inst_x".to_string()]),
+                ..Faults::default()
+            },
+            ..SandboxConfig::default()
+        })
+        .await;
+        let (status, _, answer) = s.push(BODY).await;
+        assert_eq!(status, 404);
+        assert!(error_of(&answer).contains("inst_x"), "{answer}");
+        assert!(s.handle.events().is_empty());
+    }
+
+    #[tokio::test]
+    async fn rate_429_of_one_answers_429_with_retry_after_and_faults_change_at_runtime() {
+        let s = sandbox().await;
+        s.handle.set_faults(Faults {
+            rate_429: 1.0,
+            retry_after_secs: Some(7),
+            ..Faults::default()
+        });
+        let (status, headers, _) = s.push(BODY).await;
+        assert_eq!(status, 429);
+        assert_eq!(headers.get("retry-after").unwrap(), "7");
+
+        s.handle.set_faults(Faults {
+            rate_429: 1.0,
+            ..Faults::default()
+        });
+        let (_, headers, _) = s.push(BODY).await;
+        assert_eq!(headers.get("retry-after").unwrap(), "1");
+
+        s.handle.set_faults(Faults::default());
+        assert_eq!(s.push(BODY).await.0, 200);
+        let stats = s.handle.stats();
+        assert_eq!(stats.by_status, BTreeMap::from([(200, 1), (429, 2)]));
+        assert_eq!(stats.accepted, 1);
+    }
+
+    #[tokio::test]
+    async fn a_fault_never_hides_a_broken_request() {
+        let s = sandbox_with(SandboxConfig {
+            apps: HashMap::from([(APP.to_string(), SECRET.to_string())]),
+            faults: Faults {
+                rate_500: 1.0,
+                ..Faults::default()
+            },
+            ..SandboxConfig::default()
+        })
+        .await;
+        assert_eq!(s.push(&format!("{BODY} ")).await.0, 422);
+        assert_eq!(s.push(BODY).await.0, 500);
+    }
+
+    #[tokio::test]
+    async fn accept_any_accepts_an_unsigned_request() {
+        let s = sandbox_with(SandboxConfig {
+            accept_any: true,
+            ..SandboxConfig::default()
+        })
+        .await;
+        let resp = s
+            .client
+            .post(s.url("any_app"))
+            .header("Content-Type", "application/json")
+            .body(BODY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        assert_eq!(s.handle.events()[0].app_id, "any_app");
+    }
+
+    #[tokio::test]
+    async fn inspection_endpoints_and_clear_report_the_run() {
+        let s = sandbox().await;
+        assert_eq!(s.push(BODY).await.0, 200);
+        assert_eq!(s.push(BODY).await.0, 200);
+        let base = format!("http://{}", s.handle.addr());
+        let get = |path: &str| {
+            let req = s.client.get(format!("{base}{path}"));
+            async move { serde_json::from_slice::<Value>(&req.send().await.unwrap().bytes().await.unwrap()).unwrap() }
+        };
+        let stats = get("/_sandbox/stats").await;
+        assert_eq!(stats["accepted"], 2);
+        assert_eq!(stats["by_status"]["200"], 2);
+        let events = get("/_sandbox/events?since=1").await;
+        assert_eq!(events.as_array().unwrap().len(), 1);
+        assert_eq!(events[0]["body"], BODY);
+        assert!(!events.to_string().contains(SECRET));
+
+        s.handle.clear();
+        assert!(s.handle.events().is_empty());
+        assert_eq!(s.handle.stats(), SandboxStats::default());
+    }
+
+    #[tokio::test]
+    async fn cancelling_the_token_stops_the_server() {
+        let s = sandbox().await;
+        s.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), s.handle.stopped())
+            .await
+            .unwrap();
+        assert!(tokio::net::TcpStream::connect(s.handle.addr()).await.is_err());
+    }
+}

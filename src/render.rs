@@ -1,0 +1,131 @@
+//! `orceum-bridge render`: what one sample message would become, through the same code `run`
+//! uses — the request (secret redacted, signature shown), or why it would be skipped or
+//! dead-lettered.
+
+use crate::config::validate::Bridge;
+use crate::orceum::client::{prepare, PreparedRequest};
+use crate::route::{parse_payload, Mapped};
+use crate::source::{Message, Origin};
+use std::fmt;
+use std::sync::Arc;
+
+/// What would happen to the message.
+pub enum Rendered {
+    Send(PreparedRequest),
+    Skipped(String),
+    DeadLetter { kind: String, reason: String },
+}
+
+impl Rendered {
+    /// Exit codes distinguish the three: 0 send, 3 skipped, 4 dead-lettered.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Rendered::Send(_) => 0,
+            Rendered::Skipped(_) => 3,
+            Rendered::DeadLetter { .. } => 4,
+        }
+    }
+}
+
+impl fmt::Display for Rendered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rendered::Send(req) => {
+                writeln!(f, "POST {}", req.url)?;
+                for (k, v) in req.redacted_headers() {
+                    writeln!(f, "{k}: {v}")?;
+                }
+                writeln!(f)?;
+                writeln!(f, "{}", String::from_utf8_lossy(&req.body))
+            }
+            Rendered::Skipped(reason) => writeln!(f, "SKIPPED (committed without a push): {reason}"),
+            Rendered::DeadLetter { kind, reason } => {
+                writeln!(f, "DEAD-LETTER ({kind}): {reason}")
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("no route named {name:?}; routes: {known}")]
+    UnknownRoute { name: String, known: String },
+    #[error("--meta {0:?}: expected key=value with key one of topic, partition, offset, key, timestamp, header.NAME")]
+    BadMeta(String),
+}
+
+/// Renders `input` through route `route_name`. `meta` overrides the sample coordinates
+/// (`topic=…`, `partition=…`, `offset=…`, `key=…`, `timestamp=…`, `header.NAME=…`).
+pub fn render(
+    bridge: &Bridge,
+    route_name: &str,
+    input: &[u8],
+    meta: &[String],
+) -> Result<Rendered, RenderError> {
+    let Some(route) = bridge.routes.iter().find(|r| r.name == route_name) else {
+        return Err(RenderError::UnknownRoute {
+            name: route_name.to_string(),
+            known: bridge
+                .routes
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    };
+    let mut topic = route.topics.first().cloned().unwrap_or_default();
+    let (mut partition, mut offset) = (0i32, 0i64);
+    let mut key = None;
+    let mut headers = Vec::new();
+    let mut timestamp = Some(chrono::Utc::now());
+    for m in meta {
+        let (k, v) = m.split_once('=').ok_or_else(|| RenderError::BadMeta(m.clone()))?;
+        match k {
+            "topic" => topic = v.to_string(),
+            "partition" => partition = v.parse().map_err(|_| RenderError::BadMeta(m.clone()))?,
+            "offset" => offset = v.parse().map_err(|_| RenderError::BadMeta(m.clone()))?,
+            "key" => key = Some(v.as_bytes().to_vec()),
+            "timestamp" => {
+                timestamp = Some(
+                    chrono::DateTime::parse_from_rfc3339(v)
+                        .map_err(|_| RenderError::BadMeta(m.clone()))?
+                        .with_timezone(&chrono::Utc),
+                )
+            }
+            _ => match k.strip_prefix("header.") {
+                Some(name) => headers.push((name.to_string(), Some(v.as_bytes().to_vec()))),
+                None => return Err(RenderError::BadMeta(m.clone())),
+            },
+        }
+    }
+    let msg = Message {
+        source: Arc::from(route.source.as_str()),
+        origin: Origin::Kafka {
+            topic: Arc::from(topic.as_str()),
+            partition,
+            offset,
+        },
+        payload: input.to_vec(),
+        key,
+        headers,
+        timestamp,
+    };
+    let parsed = parse_payload(input, bridge.delivery.max_message_bytes);
+    Ok(match route.map(&msg, &parsed) {
+        Mapped::Event(ev) => {
+            // validate() guarantees the app exists.
+            match bridge.apps.get(&route.app) {
+                Some(app) => Rendered::Send(prepare(&bridge.orceum.base_url, app, ev.to_body())),
+                None => Rendered::DeadLetter {
+                    kind: "config".into(),
+                    reason: format!("route {} names unknown app {}", route.name, route.app),
+                },
+            }
+        }
+        Mapped::Skipped(reason) => Rendered::Skipped(reason),
+        Mapped::Rejected(r) => Rendered::DeadLetter {
+            kind: r.kind.to_string(),
+            reason: r.reason,
+        },
+    })
+}

@@ -1,0 +1,346 @@
+//! Routes: which messages become which Orceum events, and how.
+//!
+//! Pure functions, no I/O: a message's bytes and `$meta` go in, a [`Mapped`] comes out — an
+//! event, a reason to skip it, or a reason to dead-letter it. The same code serves `run`,
+//! `render` and the tests, so what `render` shows is what `run` sends.
+
+pub mod template;
+
+use crate::orceum::event::{normalise_timestamp, OrceumEvent, Priority};
+use crate::source::Message;
+use serde_json::{Map, Value};
+use template::{json_to_val, JqTemplate};
+
+/// One route, with every jq expression compiled.
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    /// The `sources:` entry it reads.
+    pub source: String,
+    pub topics: Vec<String>,
+    /// The local name of the app (`apps:` key) its events go to.
+    pub app: String,
+    pub filter: Option<JqTemplate>,
+    pub event: EventTemplate,
+    pub source_metadata: bool,
+}
+
+/// The compiled `event:` block.
+#[derive(Debug)]
+pub struct EventTemplate {
+    pub installation_id: JqTemplate,
+    pub event_type: JqTemplate,
+    pub event_data: JqTemplate,
+    pub timestamp: Option<JqTemplate>,
+    pub priority: Option<JqTemplate>,
+    pub metadata: Option<JqTemplate>,
+}
+
+/// Why a message will not become an event. `kind` is a short, bounded label for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub kind: &'static str,
+    pub reason: String,
+}
+
+impl Rejection {
+    fn new(kind: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            kind,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What a route makes of one message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mapped {
+    Event(OrceumEvent),
+    /// The filter said no: committed without a push.
+    Skipped(String),
+    /// Bad input: dead-lettered with the reason, then committed.
+    Rejected(Rejection),
+}
+
+/// The message body parsed once, shared by every route that reads its topic.
+pub enum Parsed {
+    Json(Value),
+    Invalid(Rejection),
+}
+
+/// Parses the payload, refusing oversized, non-UTF-8 and non-JSON messages with a clear reason.
+pub fn parse_payload(payload: &[u8], max_bytes: usize) -> Parsed {
+    if payload.len() > max_bytes {
+        return Parsed::Invalid(Rejection::new(
+            "too_large",
+            format!(
+                "message is {} bytes, over delivery.max_message_bytes ({max_bytes})",
+                payload.len()
+            ),
+        ));
+    }
+    if payload.is_empty() {
+        return Parsed::Invalid(Rejection::new("not_json", "message is empty"));
+    }
+    match serde_json::from_slice::<Value>(payload) {
+        Ok(v) => Parsed::Json(v),
+        Err(e) => {
+            let kind = if std::str::from_utf8(payload).is_err() {
+                "not_utf8"
+            } else {
+                "not_json"
+            };
+            Parsed::Invalid(Rejection::new(kind, format!("message is not JSON: {e}")))
+        }
+    }
+}
+
+/// A short description of a JSON value's type, for error messages.
+pub fn describe(v: &Value) -> String {
+    let text = v.to_string();
+    let shown: String = text.chars().take(40).collect();
+    let kind = match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    if text.len() > shown.len() {
+        format!("{kind} ({shown}…)")
+    } else {
+        format!("{kind} ({shown})")
+    }
+}
+
+impl Route {
+    /// Maps one message through this route.
+    pub fn map(&self, msg: &Message, parsed: &Parsed) -> Mapped {
+        let input = match parsed {
+            Parsed::Json(v) => v,
+            Parsed::Invalid(r) => return Mapped::Rejected(r.clone()),
+        };
+        let meta = msg.meta();
+        // One conversion into jaq's values, shared by every field's expression.
+        let input_val = json_to_val(input);
+        let meta_val = json_to_val(&meta);
+        let run = |field: &str, t: &JqTemplate| -> Result<Option<Value>, Rejection> {
+            t.run_vals(input_val.clone(), meta_val.clone())
+                .map_err(|e| Rejection::new("template_error", format!("{field}: {e}")))
+        };
+
+        if let Some(filter) = &self.filter {
+            match run("filter", filter) {
+                Err(r) => return Mapped::Rejected(r),
+                Ok(None) | Ok(Some(Value::Null)) | Ok(Some(Value::Bool(false))) => {
+                    return Mapped::Skipped(format!("filter {:?} is false", filter.source()))
+                }
+                Ok(Some(_)) => {}
+            }
+        }
+
+        match self.build_event(msg, &run) {
+            Ok(ev) => Mapped::Event(ev),
+            Err(r) => Mapped::Rejected(r),
+        }
+    }
+
+    fn build_event(
+        &self,
+        msg: &Message,
+        run: &dyn Fn(&str, &JqTemplate) -> Result<Option<Value>, Rejection>,
+    ) -> Result<OrceumEvent, Rejection> {
+        let t = &self.event;
+        let installation_id = non_empty_string(
+            "event.installation_id",
+            run("event.installation_id", &t.installation_id)?,
+        )?;
+        let event_type = non_empty_string("event.event_type", run("event.event_type", &t.event_type)?)?;
+        let event_data = match run("event.event_data", &t.event_data)? {
+            Some(Value::Object(map)) => map,
+            other => {
+                return Err(invalid(
+                    "event.event_data",
+                    format!("must be an object, got {}", shown(&other)),
+                ))
+            }
+        };
+        let timestamp = match &t.timestamp {
+            Some(tt) => match run("event.timestamp", tt)? {
+                Some(Value::Null) | None => default_timestamp(msg),
+                Some(v) => normalise_timestamp(&v).map_err(|e| invalid("event.timestamp", e))?,
+            },
+            None => default_timestamp(msg),
+        };
+        let priority = match &t.priority {
+            Some(tp) => match run("event.priority", tp)? {
+                Some(Value::Null) | None => Priority::Normal,
+                Some(Value::String(s)) => s
+                    .parse::<Priority>()
+                    .map_err(|e| invalid("event.priority", e))?,
+                Some(other) => {
+                    return Err(invalid(
+                        "event.priority",
+                        format!(
+                            "must be one of low|normal|high|critical, got {}",
+                            describe(&other)
+                        ),
+                    ))
+                }
+            },
+            None => Priority::Normal,
+        };
+        let mut metadata = match &t.metadata {
+            Some(tm) => match run("event.metadata", tm)? {
+                Some(Value::Object(map)) => Some(map),
+                Some(Value::Null) | None => None,
+                Some(other) => {
+                    return Err(invalid(
+                        "event.metadata",
+                        format!("must be an object or null, got {}", describe(&other)),
+                    ))
+                }
+            },
+            None => None,
+        };
+        if self.source_metadata {
+            metadata
+                .get_or_insert_with(Map::new)
+                .insert("source".into(), Value::String(msg.origin.coordinates()));
+        }
+        Ok(OrceumEvent {
+            installation_id,
+            event_type,
+            event_data,
+            timestamp,
+            priority,
+            metadata,
+        })
+    }
+}
+
+fn invalid(field: &str, reason: impl std::fmt::Display) -> Rejection {
+    Rejection::new("invalid_field", format!("{field}: {reason}"))
+}
+
+fn shown(v: &Option<Value>) -> String {
+    match v {
+        Some(v) => describe(v),
+        None => "no output (empty)".into(),
+    }
+}
+
+fn non_empty_string(field: &str, v: Option<Value>) -> Result<String, Rejection> {
+    match v {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
+        Some(Value::String(_)) => Err(invalid(field, "must be a non-empty string, got \"\"")),
+        other => Err(invalid(
+            field,
+            format!("must be a non-empty string, got {}", shown(&other)),
+        )),
+    }
+}
+
+fn default_timestamp(msg: &Message) -> String {
+    crate::orceum::event::format_timestamp(msg.timestamp.unwrap_or_else(chrono::Utc::now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Origin;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    fn route(priority: Option<&str>, filter: Option<&str>) -> Route {
+        Route {
+            name: "r".into(),
+            source: "events".into(),
+            topics: vec!["tasks".into()],
+            app: "tasks".into(),
+            filter: filter.map(|f| JqTemplate::compile(f).unwrap()),
+            event: EventTemplate {
+                installation_id: JqTemplate::compile(".user.installation_id").unwrap(),
+                event_type: JqTemplate::compile("\"task.completed\"").unwrap(),
+                event_data: JqTemplate::compile("{task_id: .id, title}").unwrap(),
+                timestamp: Some(JqTemplate::compile(".completed_at").unwrap()),
+                priority: priority.map(|p| JqTemplate::compile(p).unwrap()),
+                metadata: Some(JqTemplate::compile("{team: \"tasks\", k: $meta.key}").unwrap()),
+            },
+            source_metadata: true,
+        }
+    }
+
+    fn message(payload: Value) -> Message {
+        Message {
+            source: Arc::from("events"),
+            origin: Origin::Kafka {
+                topic: Arc::from("tasks"),
+                partition: 2,
+                offset: 1834,
+            },
+            payload: serde_json::to_vec(&payload).unwrap(),
+            key: Some(b"inst_1".to_vec()),
+            headers: vec![],
+            timestamp: None,
+        }
+    }
+
+    fn map(r: &Route, payload: Value) -> Mapped {
+        let msg = message(payload);
+        let parsed = parse_payload(&msg.payload, 1 << 20);
+        r.map(&msg, &parsed)
+    }
+
+    #[test]
+    fn maps_a_message_to_a_typed_event_with_source_coordinates() {
+        let r = route(Some("if .urgent then \"high\" else \"normal\" end"), None);
+        let Mapped::Event(ev) = map(
+            &r,
+            json!({"id": "t1", "title": "Q4", "urgent": true, "completed_at": "2024-01-15T13:00:00+01:00",
+                   "user": {"installation_id": "inst_1"}}),
+        ) else {
+            panic!("not an event")
+        };
+        assert_eq!(ev.installation_id, "inst_1");
+        assert_eq!(ev.priority, Priority::High);
+        assert_eq!(ev.timestamp, "2024-01-15T12:00:00Z");
+        assert_eq!(
+            Value::Object(ev.metadata.unwrap()),
+            json!({"team": "tasks", "k": "inst_1", "source": "kafka:tasks/2@1834"})
+        );
+    }
+
+    #[test]
+    fn bad_priority_missing_id_and_wrong_types_are_rejected_with_the_field() {
+        let r = route(Some("\"urgent\""), None);
+        let base = json!({"id": "t1", "title": "x", "user": {"installation_id": "inst_1"}});
+        let Mapped::Rejected(rej) = map(&r, base.clone()) else { panic!() };
+        assert_eq!(rej.kind, "invalid_field");
+        assert!(rej.reason.starts_with("event.priority:"), "{}", rej.reason);
+
+        let r = route(None, None);
+        let Mapped::Rejected(rej) = map(&r, json!({"id": 1, "title": "x"})) else { panic!() };
+        assert!(rej.reason.contains("event.installation_id: must be a non-empty string, got null"), "{}", rej.reason);
+    }
+
+    #[test]
+    fn filter_false_skips_and_filter_error_rejects() {
+        let r = route(None, Some(".status == \"done\""));
+        assert!(matches!(
+            map(&r, json!({"status": "open", "user": {"installation_id": "i"}})),
+            Mapped::Skipped(_)
+        ));
+        let r = route(None, Some(".status + 1"));
+        assert!(matches!(map(&r, json!({"status": "open"})), Mapped::Rejected(_)));
+    }
+
+    #[test]
+    fn non_json_and_oversized_payloads_are_rejected_before_templates() {
+        assert!(matches!(parse_payload(b"not json", 100), Parsed::Invalid(r) if r.kind == "not_json"));
+        assert!(matches!(parse_payload(&[0xff, 0xfe], 100), Parsed::Invalid(r) if r.kind == "not_utf8"));
+        assert!(matches!(parse_payload(b"{}", 1), Parsed::Invalid(r) if r.kind == "too_large"));
+        assert!(matches!(parse_payload(b"", 10), Parsed::Invalid(_)));
+    }
+}

@@ -1,0 +1,261 @@
+//! One jq expression, compiled once at start-up and run per message.
+//!
+//! Built on jaq (jaq-core + jaq-std + jaq-json). The message JSON is the input, `$meta` is the
+//! message's coordinates. A filter is pure and synchronous: jaq's values are not `Send`, so they
+//! never live across an `.await` — only `serde_json::Value`s go in and come out.
+
+use jaq_core::data::JustLut;
+use jaq_core::load::{self, Arena, File, Loader};
+use jaq_core::{compile, Compiler, Ctx, Vars};
+use jaq_json::{Num, Val};
+use serde_json::Value;
+
+type Data = JustLut<Val>;
+
+/// A compiled jq expression with the global variable `$meta`.
+pub struct JqTemplate {
+    source: String,
+    filter: jaq_core::Filter<Data>,
+}
+
+impl std::fmt::Debug for JqTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "JqTemplate({:?})", self.source)
+    }
+}
+
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<JqTemplate>();
+};
+
+impl JqTemplate {
+    /// Parses and compiles `code`; the error names the position and what was expected.
+    pub fn compile(code: &str) -> Result<Self, String> {
+        let defs = jaq_core::defs()
+            .chain(jaq_std::defs())
+            .chain(jaq_json::defs());
+        let funs = jaq_core::funs()
+            .chain(jaq_std::funs())
+            .chain(jaq_json::funs());
+        let arena = Arena::default();
+        let loader = Loader::new(defs);
+        let modules = loader
+            .load(&arena, File { code, path: () })
+            .map_err(|errs| load_errors(code, errs))?;
+        let filter = Compiler::default()
+            .with_funs(funs)
+            .with_global_vars(["$meta"])
+            .compile(modules)
+            .map_err(|errs| compile_errors(code, errs))?;
+        Ok(Self {
+            source: code.to_string(),
+            filter,
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Runs the expression; the first output is the result (`None` if it yields nothing).
+    pub fn run(&self, input: &Value, meta: &Value) -> Result<Option<Value>, String> {
+        self.run_vals(json_to_val(input), json_to_val(meta))
+    }
+
+    /// Runs on already-converted values, so several templates share one conversion.
+    pub(crate) fn run_vals(&self, input: Val, meta: Val) -> Result<Option<Value>, String> {
+        let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new([meta]));
+        let mut outputs = self.filter.id.run((ctx, input));
+        match outputs.next() {
+            None => Ok(None),
+            Some(Ok(v)) => Ok(Some(val_to_json(&v))),
+            // Not `jaq_core::unwrap_valr`: it exits the process on `halt`.
+            Some(Err(exn)) => match exn.get_err() {
+                Ok(err) => Err(err.to_string()),
+                Err(exn) => match exn.get_halt() {
+                    Ok(code) => Err(format!("the expression called halt (exit code {code})")),
+                    Err(exn) => Err(format!("the expression failed: {exn:?}")),
+                },
+            },
+        }
+    }
+}
+
+pub(crate) fn json_to_val(v: &Value) -> Val {
+    match v {
+        Value::Null => Val::Null,
+        Value::Bool(b) => Val::Bool(*b),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Val::Num(Num::from_integral(i))
+            } else if let Some(u) = n.as_u64() {
+                Val::Num(Num::from_integral(u))
+            } else {
+                Val::from(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        Value::String(s) => Val::from(s.clone()),
+        Value::Array(a) => a.iter().map(json_to_val).collect(),
+        Value::Object(o) => Val::obj(
+            o.iter()
+                .map(|(k, v)| (Val::from(k.clone()), json_to_val(v)))
+                .collect(),
+        ),
+    }
+}
+
+fn val_to_json(v: &Val) -> Value {
+    match v {
+        Val::Null => Value::Null,
+        Val::Bool(b) => Value::Bool(*b),
+        Val::Num(n) => num_to_json(n),
+        Val::TStr(b) | Val::BStr(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
+        Val::Arr(a) => Value::Array(a.iter().map(val_to_json).collect()),
+        Val::Obj(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| {
+                    let k = match k {
+                        Val::TStr(b) | Val::BStr(b) => String::from_utf8_lossy(b).into_owned(),
+                        other => other.to_string(),
+                    };
+                    (k, val_to_json(v))
+                })
+                .collect(),
+        ),
+    }
+}
+
+fn num_to_json(n: &Num) -> Value {
+    match n {
+        Num::Int(i) => Value::from(*i as i64),
+        // NaN and ±Infinity have no JSON form: null, as jq prints them.
+        Num::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        other => {
+            let s = other.to_string();
+            serde_json::from_str::<Value>(&s)
+                .ok()
+                .filter(Value::is_number)
+                .or_else(|| {
+                    s.parse::<f64>()
+                        .ok()
+                        .and_then(serde_json::Number::from_f64)
+                        .map(Value::Number)
+                })
+                .unwrap_or(Value::Null)
+        }
+    }
+}
+
+/// jaq's errors carry slices of the source; their offset gives line and column.
+fn position(code: &str, part: &str) -> String {
+    let start = code.as_ptr() as usize;
+    let p = part.as_ptr() as usize;
+    if p < start || p > start + code.len() {
+        return String::new();
+    }
+    let off = p - start;
+    let before = &code[..off];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col = code[line_start..off].chars().count() + 1;
+    format!(" (line {line}, column {col})")
+}
+
+fn found(part: &str) -> String {
+    if part.is_empty() {
+        "end of input".to_string()
+    } else {
+        format!("{:?}", part.chars().take(20).collect::<String>())
+    }
+}
+
+fn load_errors(code: &str, errs: load::Errors<&str, ()>) -> String {
+    let mut msgs = Vec::new();
+    for (_file, err) in errs {
+        match err {
+            load::Error::Io(es) => {
+                for (path, msg) in es {
+                    msgs.push(format!("cannot load module {path:?}: {msg}"))
+                }
+            }
+            load::Error::Lex(es) => {
+                for (expect, at) in es {
+                    msgs.push(format!(
+                        "jq syntax error: expected {}, found {}{}",
+                        expect.as_str(),
+                        found(at),
+                        position(code, at)
+                    ))
+                }
+            }
+            load::Error::Parse(es) => {
+                for (expect, at) in es {
+                    msgs.push(format!(
+                        "jq syntax error: expected {}, found {}{}",
+                        expect.as_str(),
+                        found(at),
+                        position(code, at)
+                    ))
+                }
+            }
+        }
+    }
+    msgs.join("; ")
+}
+
+fn compile_errors(code: &str, errs: compile::Errors<&str, ()>) -> String {
+    let mut msgs = Vec::new();
+    for (_file, es) in errs {
+        for (name, undef) in es {
+            let what = match undef {
+                compile::Undefined::Filter(arity) => format!("function {name}/{arity}"),
+                other => format!("{} {name}", other.as_str()),
+            };
+            let hint = if name.starts_with('$') {
+                " (only $meta is defined)"
+            } else {
+                ""
+            };
+            msgs.push(format!(
+                "jq error: undefined {what}{}{hint}",
+                position(code, name)
+            ));
+        }
+    }
+    msgs.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn runs_with_meta_and_std_functions() {
+        let t = JqTemplate::compile("{id, k: $meta.key, up: (.t | ascii_upcase)}").unwrap();
+        let out = t
+            .run(&json!({"id": 1, "t": "ab"}), &json!({"key": "x"}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(out, json!({"id": 1, "k": "x", "up": "AB"}));
+    }
+
+    #[test]
+    fn syntax_and_name_errors_say_where() {
+        let e = JqTemplate::compile("{a: ").unwrap_err();
+        assert!(e.contains("syntax error") && e.contains("column 5"), "{e}");
+        let e = JqTemplate::compile(".x | $nope").unwrap_err();
+        assert!(e.contains("$nope") && e.contains("only $meta"), "{e}");
+    }
+
+    #[test]
+    fn runtime_errors_and_halt_are_values_not_exits() {
+        let t = JqTemplate::compile(".a + 1").unwrap();
+        assert!(t.run(&json!({"a": "x"}), &Value::Null).is_err());
+        let t = JqTemplate::compile("halt_error").unwrap();
+        assert!(t.run(&json!("bye"), &Value::Null).is_err());
+        let t = JqTemplate::compile("empty").unwrap();
+        assert_eq!(t.run(&json!(1), &Value::Null).unwrap(), None);
+    }
+}

@@ -1,0 +1,604 @@
+//! The Kafka source: a consumer group member that commits only what is final.
+//!
+//! It runs on a dedicated thread with librdkafka's synchronous `BaseConsumer`: rebalance
+//! callbacks run inside `poll`, on this thread, so commits, pauses and revokes never race,
+//! and waiting for a revoked partition to drain blocks no async worker.
+//!
+//! Guarantees:
+//! - the committed offset of a partition is the highest *contiguous* final offset + 1
+//!   ([`OffsetTracker`]); a later success never commits over an earlier message still retrying;
+//! - a message counts against the in-flight bound from the moment it is read until its offset
+//!   is *committed*; at the bound (per partition or in total) partitions are paused, not
+//!   buffered, so memory is bounded and a crash re-delivers at most `max_in_flight` messages;
+//! - on revoke, the revoked partitions drain (up to `shutdown_timeout`), their final prefix is
+//!   committed while they are still owned, and acknowledgements that arrive later are ignored:
+//!   no commit is ever sent for a partition this member no longer owns;
+//! - on shutdown: fetching stops, in-flight work drains until the deadline, the final prefix is
+//!   committed, the member leaves the group.
+
+use super::{Acknowledge, AckHandle, Final, Message, Origin};
+use crate::commit::offsets::OffsetTracker;
+use crate::config::KafkaSourceConfig;
+use crate::dispatch::Dispatcher;
+use crate::telemetry::metrics::Metrics;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Headers, Message as _};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Why the Kafka source could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSourceError {
+    #[error("sources.{source_name}.kafka: cannot create the consumer: {reason}; check bootstrap_servers and properties")]
+    Create { source_name: String, reason: String },
+    #[error("sources.{source_name}.kafka: cannot subscribe to {topics:?}: {reason}")]
+    Subscribe {
+        source_name: String,
+        topics: Vec<String>,
+        reason: String,
+    },
+    #[error("sources.{source_name}.kafka.properties.{key}: {reason}")]
+    Property {
+        source_name: String,
+        key: String,
+        reason: String,
+    },
+}
+
+/// The bridge's consumer defaults; any `properties:` entry overrides them.
+///
+/// `queued.max.messages.kbytes` is lowered from librdkafka's 64 MB per partition: with a big
+/// lag, prefetch alone would blow the memory budget (Vector #20939). The in-flight bound, not
+/// prefetch, is what keeps pushes busy.
+pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+    ("auto.offset.reset", "earliest"),
+    ("queued.max.messages.kbytes", "4096"),
+    ("fetch.max.bytes", "8388608"),
+    ("session.timeout.ms", "45000"),
+    ("client.id", "orceum-bridge"),
+];
+
+/// The `properties:` map as librdkafka strings; nested values are refused.
+pub fn properties(
+    source_name: &str,
+    cfg: &KafkaSourceConfig,
+) -> Result<Vec<(String, String)>, KafkaSourceError> {
+    cfg.properties
+        .iter()
+        .map(|(k, v)| {
+            let s = match v {
+                yaml_serde::Value::String(s) => s.clone(),
+                yaml_serde::Value::Bool(b) => b.to_string(),
+                yaml_serde::Value::Number(n) => n.to_string(),
+                _ => {
+                    return Err(KafkaSourceError::Property {
+                        source_name: source_name.to_string(),
+                        key: k.clone(),
+                        reason: "must be a string, number or boolean".into(),
+                    })
+                }
+            };
+            Ok((k.clone(), s))
+        })
+        .collect()
+}
+
+/// Limits that decide when partitions pause.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_in_flight: usize,
+    pub max_in_flight_per_partition: usize,
+    pub commit_interval: Duration,
+    pub drain_timeout: Duration,
+}
+
+type Tp = (Arc<str>, i32);
+
+struct PartitionState {
+    tracker: OffsetTracker,
+    /// Which assignment this state belongs to: acknowledgements from an older one are ignored.
+    epoch: u64,
+    paused: bool,
+}
+
+#[derive(Default)]
+struct Book {
+    parts: HashMap<Tp, PartitionState>,
+    next_epoch: u64,
+}
+
+impl Book {
+    fn uncommitted(&self) -> usize {
+        self.parts.values().map(|p| p.tracker.uncommitted()).sum()
+    }
+    fn unfinished(&self) -> usize {
+        self.parts.values().map(|p| p.tracker.unfinished()).sum()
+    }
+}
+
+/// The partitions this member owns and what is in flight on each.
+#[derive(Default)]
+struct PartitionBook(Mutex<Book>);
+
+impl PartitionBook {
+    fn lock(&self) -> MutexGuard<'_, Book> {
+        match self.0.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+}
+
+/// The acknowledgement of one Kafka message: marks its offset final in the tracker.
+struct KafkaAck {
+    book: Arc<PartitionBook>,
+    tp: Tp,
+    offset: i64,
+    epoch: u64,
+}
+
+impl Acknowledge for KafkaAck {
+    fn finish(self: Box<Self>, _outcome: Final) {
+        let mut book = self.book.lock();
+        if let Some(p) = book.parts.get_mut(&self.tp) {
+            if p.epoch == self.epoch {
+                p.tracker.finish(self.offset);
+            }
+        }
+    }
+}
+
+struct Ctx {
+    source_name: Arc<str>,
+    book: Arc<PartitionBook>,
+    limits: Limits,
+    /// Set while leaving the group: the revoke callback then commits without waiting.
+    closing: AtomicBool,
+    abandon: CancellationToken,
+    metrics: Arc<Metrics>,
+}
+
+impl ClientContext for Ctx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(source = %self.source_name, facility = fac, "librdkafka: {log_message}")
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(source = %self.source_name, facility = fac, "librdkafka: {log_message}")
+            }
+            _ => tracing::debug!(source = %self.source_name, facility = fac, "librdkafka: {log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(source = %self.source_name, error = %error, "kafka client error: {reason}");
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let revoked: Vec<Tp> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (Arc::<str>::from(e.topic()), e.partition()))
+                    .collect();
+                self.drain_and_release(consumer, &revoked);
+            }
+            Rebalance::Assign(tpl) => {
+                let mut book = self.book.lock();
+                for e in tpl.elements() {
+                    book.next_epoch += 1;
+                    let epoch = book.next_epoch;
+                    book.parts.insert(
+                        (Arc::from(e.topic()), e.partition()),
+                        PartitionState {
+                            tracker: OffsetTracker::new(),
+                            epoch,
+                            paused: false,
+                        },
+                    );
+                }
+                tracing::info!(source = %self.source_name, partitions = %describe(tpl), "partitions assigned");
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(source = %self.source_name, error = %e, "rebalance error")
+            }
+        }
+    }
+}
+
+fn describe(tpl: &TopicPartitionList) -> String {
+    tpl.elements()
+        .iter()
+        .map(|e| format!("{}/{}", e.topic(), e.partition()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Ctx {
+    /// On revoke: let the revoked partitions' in-flight work finish (bounded by the drain
+    /// timeout), commit their final prefix while still owned, then forget them.
+    fn drain_and_release(&self, consumer: &BaseConsumer<Self>, revoked: &[Tp]) {
+        let deadline = Instant::now() + self.limits.drain_timeout;
+        if !self.closing.load(Ordering::Acquire) {
+            loop {
+                let unfinished: usize = {
+                    let book = self.book.lock();
+                    revoked
+                        .iter()
+                        .filter_map(|tp| book.parts.get(tp))
+                        .map(|p| p.tracker.unfinished())
+                        .sum()
+                };
+                if unfinished == 0 || self.abandon.is_cancelled() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    tracing::warn!(source = %self.source_name, unfinished,
+                        "revoked partitions did not drain within delivery.shutdown_timeout; their unfinished messages stay uncommitted and will be redelivered to the new owner");
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        commit_final(self, consumer, Some(revoked));
+        let mut book = self.book.lock();
+        for tp in revoked {
+            book.parts.remove(tp);
+        }
+        tracing::info!(source = %self.source_name, partitions = revoked.len(), "partitions revoked");
+    }
+}
+
+/// Commits the final prefix of every owned partition (or only of `only`), synchronously.
+fn commit_final(ctx: &Ctx, consumer: &BaseConsumer<Ctx>, only: Option<&[Tp]>) {
+    let mut tpl = TopicPartitionList::new();
+    let mut offsets = Vec::new();
+    {
+        let book = ctx.book.lock();
+        for (tp, p) in &book.parts {
+            if only.is_some_and(|o| !o.contains(tp)) {
+                continue;
+            }
+            if let Some(off) = p.tracker.committable() {
+                if tpl
+                    .add_partition_offset(&tp.0, tp.1, Offset::Offset(off))
+                    .is_ok()
+                {
+                    offsets.push((tp.clone(), off));
+                }
+            }
+        }
+    }
+    if offsets.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    match consumer.commit(&tpl, CommitMode::Sync) {
+        Ok(()) => {
+            ctx.metrics
+                .last_commit_latency
+                .observe(started.elapsed().as_secs_f64());
+            let mut book = ctx.book.lock();
+            for (tp, off) in offsets {
+                if let Some(p) = book.parts.get_mut(&tp) {
+                    p.tracker.committed(off);
+                }
+                ctx.metrics
+                    .committed_offset
+                    .with_label_values(&[tp.0.as_ref(), tp.1.to_string().as_str()])
+                    .set(off);
+            }
+            ctx.metrics.uncommitted.set(book.uncommitted() as i64);
+        }
+        Err(e) => {
+            ctx.metrics
+                .commit_failures
+                .with_label_values(&[&ctx.source_name])
+                .inc();
+            tracing::warn!(source = %ctx.source_name, error = %e, "offset commit failed; it is retried with the next commit");
+        }
+    }
+}
+
+/// Pauses partitions at their bound (or all at the global bound) and resumes the others.
+fn apply_flow_control(ctx: &Ctx, consumer: &BaseConsumer<Ctx>) {
+    let mut pause = TopicPartitionList::new();
+    let mut resume = TopicPartitionList::new();
+    {
+        let mut book = ctx.book.lock();
+        let global_full = book.uncommitted() >= ctx.limits.max_in_flight;
+        for (tp, p) in book.parts.iter_mut() {
+            let full = global_full
+                || p.tracker.uncommitted() >= ctx.limits.max_in_flight_per_partition;
+            if full && !p.paused {
+                let _ = pause.add_partition(&tp.0, tp.1);
+                p.paused = true;
+            } else if !full && p.paused {
+                let _ = resume.add_partition(&tp.0, tp.1);
+                p.paused = false;
+            }
+        }
+    }
+    // Pause/resume only fail for partitions not assigned, which the book does not hold.
+    if pause.count() > 0 {
+        if let Err(e) = consumer.pause(&pause) {
+            tracing::debug!(source = %ctx.source_name, error = %e, "pause failed");
+        }
+    }
+    if resume.count() > 0 {
+        if let Err(e) = consumer.resume(&resume) {
+            tracing::debug!(source = %ctx.source_name, error = %e, "resume failed");
+        }
+    }
+}
+
+/// Everything a Kafka source thread needs.
+pub struct KafkaSource {
+    pub name: Arc<str>,
+    pub config: KafkaSourceConfig,
+    pub topics: Vec<String>,
+    pub limits: Limits,
+    pub dispatcher: Arc<Dispatcher>,
+    pub metrics: Arc<Metrics>,
+    pub ready: Arc<AtomicBool>,
+    /// Cancelled on SIGTERM: stop fetching and drain.
+    pub stop: CancellationToken,
+    /// Cancelled at the drain deadline: give up what is unfinished.
+    pub abandon: CancellationToken,
+}
+
+impl KafkaSource {
+    /// Runs the consumer on a new thread until `stop`, then drains and leaves the group.
+    pub fn spawn(self) -> std::thread::JoinHandle<Result<(), KafkaSourceError>> {
+        let name = format!("kafka-{}", self.name);
+        let builder = std::thread::Builder::new().name(name);
+        match builder.spawn(move || self.run()) {
+            Ok(h) => h,
+            Err(e) => std::thread::spawn(move || {
+                Err(KafkaSourceError::Create {
+                    source_name: "?".into(),
+                    reason: format!("cannot start the consumer thread: {e}"),
+                })
+            }),
+        }
+    }
+
+    fn client_config(&self) -> Result<ClientConfig, KafkaSourceError> {
+        let mut cfg = ClientConfig::new();
+        for (k, v) in CONSUMER_DEFAULTS {
+            cfg.set(*k, *v);
+        }
+        for (k, v) in properties(&self.name, &self.config)? {
+            cfg.set(k, v);
+        }
+        cfg.set("bootstrap.servers", &self.config.bootstrap_servers)
+            .set("group.id", &self.config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
+        cfg.set_log_level(RDKafkaLogLevel::Warning);
+        Ok(cfg)
+    }
+
+    fn run(self) -> Result<(), KafkaSourceError> {
+        let ctx = Ctx {
+            source_name: self.name.clone(),
+            book: Arc::new(PartitionBook::default()),
+            limits: self.limits,
+            closing: AtomicBool::new(false),
+            abandon: self.abandon.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let book = ctx.book.clone();
+        let consumer: BaseConsumer<Ctx> =
+            self.client_config()?
+                .create_with_context(ctx)
+                .map_err(|e| KafkaSourceError::Create {
+                    source_name: self.name.to_string(),
+                    reason: e.to_string(),
+                })?;
+
+        self.wait_for_brokers(&consumer);
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| KafkaSourceError::Subscribe {
+                source_name: self.name.to_string(),
+                topics: self.topics.clone(),
+                reason: e.to_string(),
+            })?;
+        tracing::info!(source = %self.name, topics = ?self.topics, group = %self.config.group_id, "consuming");
+
+        let mut topic_names: HashMap<String, Arc<str>> = HashMap::new();
+        let mut last_commit = Instant::now();
+        let mut last_error_log: Option<Instant> = None;
+        while !self.stop.is_cancelled() {
+            let any_paused = book.lock().parts.values().any(|p| p.paused);
+            let timeout = if any_paused {
+                Duration::from_millis(5)
+            } else {
+                Duration::from_millis(100)
+            };
+            match consumer.poll(timeout) {
+                Some(Ok(m)) => {
+                    self.ready.store(true, Ordering::Relaxed);
+                    self.accept(&consumer, &book, &m, &mut topic_names);
+                }
+                Some(Err(e)) => self.on_error(&consumer, e, &mut last_error_log),
+                None => {}
+            }
+            let pressure = {
+                let b = book.lock();
+                b.uncommitted() * 2 >= self.limits.max_in_flight
+                    || b.parts.values().any(|p| {
+                        p.tracker.uncommitted() * 2 >= self.limits.max_in_flight_per_partition
+                    })
+            };
+            if pressure || last_commit.elapsed() >= self.limits.commit_interval {
+                commit_final(consumer.context(), &consumer, None);
+                last_commit = Instant::now();
+            }
+            apply_flow_control(consumer.context(), &consumer);
+        }
+        self.drain(&consumer, &book);
+        Ok(())
+    }
+
+    /// Blocks until a metadata request succeeds, logging why it does not; readiness stays
+    /// false meanwhile. Returns early on stop.
+    fn wait_for_brokers(&self, consumer: &BaseConsumer<Ctx>) {
+        let mut delay = Duration::from_millis(500);
+        while !self.stop.is_cancelled() {
+            match consumer.fetch_metadata(None, Duration::from_secs(5)) {
+                Ok(_) => {
+                    self.ready.store(true, Ordering::Relaxed);
+                    return;
+                }
+                Err(e) => {
+                    self.ready.store(false, Ordering::Relaxed);
+                    tracing::error!(source = %self.name, brokers = %self.config.bootstrap_servers, error = %e,
+                        retry_in = ?delay, "cannot reach the Kafka brokers; check sources.{}.kafka.bootstrap_servers and the network", self.name);
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    fn on_error(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        e: KafkaError,
+        last_log: &mut Option<Instant>,
+    ) {
+        let all_down = matches!(
+            e.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown)
+        );
+        if all_down {
+            self.ready.store(false, Ordering::Relaxed);
+        }
+        if last_log.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+            tracing::warn!(source = %self.name, error = %e, "kafka consumer error; librdkafka keeps retrying");
+            *last_log = Some(Instant::now());
+        }
+        if all_down {
+            // Probe again so readiness comes back as soon as a broker answers.
+            if consumer
+                .fetch_metadata(None, Duration::from_secs(2))
+                .is_ok()
+            {
+                self.ready.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Registers one message in its partition's tracker and hands it to the dispatcher.
+    fn accept(
+        &self,
+        _consumer: &BaseConsumer<Ctx>,
+        book: &Arc<PartitionBook>,
+        m: &BorrowedMessage<'_>,
+        topic_names: &mut HashMap<String, Arc<str>>,
+    ) {
+        let topic: Arc<str> = match topic_names.get(m.topic()) {
+            Some(t) => t.clone(),
+            None => {
+                let t: Arc<str> = Arc::from(m.topic());
+                topic_names.insert(m.topic().to_string(), t.clone());
+                t
+            }
+        };
+        let tp = (topic.clone(), m.partition());
+        let offset = m.offset();
+        let epoch = {
+            let mut b = book.lock();
+            let Some(p) = b.parts.get_mut(&tp) else {
+                // Fetched before a revoke completed: not ours to process or commit.
+                return;
+            };
+            p.tracker.track(offset);
+            p.epoch
+        };
+        let headers = m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let timestamp = m
+            .timestamp()
+            .to_millis()
+            .and_then(chrono::DateTime::from_timestamp_millis);
+        let msg = Message {
+            source: self.name.clone(),
+            origin: Origin::Kafka {
+                topic,
+                partition: m.partition(),
+                offset,
+            },
+            payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            key: m.key().map(<[u8]>::to_vec),
+            headers,
+            timestamp,
+        };
+        let ack = AckHandle::new(KafkaAck {
+            book: book.clone(),
+            tp,
+            offset,
+            epoch,
+        });
+        self.dispatcher.submit(msg, ack);
+    }
+
+    /// Shutdown: stop fetching, let in-flight work finish until the deadline (the caller
+    /// cancels `abandon` then), commit what is final, leave the group.
+    fn drain(&self, consumer: &BaseConsumer<Ctx>, book: &Arc<PartitionBook>) {
+        if let Ok(assignment) = consumer.assignment() {
+            let _ = consumer.pause(&assignment);
+        }
+        let unfinished = book.lock().unfinished();
+        tracing::info!(source = %self.name, unfinished, "stopping: fetching paused, draining in-flight messages");
+        loop {
+            // Keep serving the group protocol; messages fetched now are not tracked, so they
+            // are neither processed nor committed.
+            let _ = consumer.poll(Duration::from_millis(20));
+            commit_final(consumer.context(), consumer, None);
+            let unfinished = book.lock().unfinished();
+            if unfinished == 0 {
+                break;
+            }
+            if self.abandon.is_cancelled() {
+                tracing::warn!(source = %self.name, unfinished,
+                    "drain deadline (delivery.shutdown_timeout) reached; unfinished messages stay uncommitted and will be redelivered");
+                break;
+            }
+        }
+        commit_final(consumer.context(), consumer, None);
+        consumer.context().closing.store(true, Ordering::Release);
+        consumer.unsubscribe();
+        // Let the revoke callback run so the member leaves the group cleanly.
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until && !book.lock().parts.is_empty() {
+            let _ = consumer.poll(Duration::from_millis(50));
+        }
+        self.ready.store(false, Ordering::Relaxed);
+        tracing::info!(source = %self.name, "consumer stopped");
+    }
+}

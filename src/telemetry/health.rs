@@ -1,0 +1,87 @@
+//! The small HTTP surface on `observability.listen`: `/healthz`, `/readyz`, `/metrics`.
+//!
+//! Liveness is "the process answers". Readiness is "config loaded and every source connected";
+//! Orceum being reachable is deliberately not a condition: an outage shows up as lag, and
+//! taking every replica out of rotation would not help.
+
+use super::metrics::Metrics;
+use axum::{extract::State, http::StatusCode, routing::get, Router};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+/// One flag per source; ready when all are up.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    sources: Arc<Mutex<BTreeMap<String, Arc<AtomicBool>>>>,
+}
+
+impl Readiness {
+    /// Registers a source (not ready yet) and returns its flag.
+    pub fn register(&self, source: &str) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        if let Ok(mut m) = self.sources.lock() {
+            m.insert(source.to_string(), flag.clone());
+        }
+        flag
+    }
+
+    /// Ready sources, and the names of those that are not.
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let m = match self.sources.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        let down: Vec<String> = m
+            .iter()
+            .filter(|(_, f)| !f.load(Ordering::Relaxed))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if down.is_empty() && !m.is_empty() {
+            Ok(())
+        } else {
+            Err(down)
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+}
+
+/// Serves the health and metrics endpoints until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(AppState { metrics, readiness });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
+    match s.readiness.check() {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(down) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: waiting for source(s) {}\n", down.join(", ")),
+        ),
+    }
+}
+
+async fn metrics_text(State(s): State<AppState>) -> ([(&'static str, &'static str); 1], String) {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+}

@@ -1,0 +1,119 @@
+//! The Prometheus metrics of the bridge, all prefixed `orceum_bridge_`.
+//!
+//! One [`Metrics`] per process, registered in its own registry (no global state, so tests can
+//! run several bridges in one process). Label values are bounded: apps, routes, topics,
+//! partitions, status codes and reason kinds — never installation ids or event ids.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub messages_received: IntCounterVec,
+    pub events_delivered: IntCounterVec,
+    pub push_requests: IntCounterVec,
+    pub push_duration: HistogramVec,
+    pub retries: IntCounterVec,
+    pub dead_letters: IntCounterVec,
+    pub skipped: IntCounterVec,
+    pub rate_limit_wait: prometheus::CounterVec,
+    pub in_flight: IntGaugeVec,
+    pub uncommitted: IntGauge,
+    pub committed_offset: IntGaugeVec,
+    pub consumer_lag: IntGaugeVec,
+    pub end_to_end_latency: HistogramVec,
+    pub commit_failures: IntCounterVec,
+    pub last_commit_latency: Histogram,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(format!("orceum_bridge_{name}"), help), labels)
+        .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
+    let _ = r.register(Box::new(c.clone()));
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(format!("orceum_bridge_{name}"), help), labels)
+        .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
+    let _ = r.register(Box::new(g.clone()));
+    g
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(format!("orceum_bridge_{name}"), help).buckets(buckets),
+        labels,
+    )
+    .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
+    let _ = r.register(Box::new(h.clone()));
+    h
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let latency = vec![
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+        ];
+        let build = gauge(&r, "build_info", "Build information; always 1.", &["version"]);
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let rate_limit_wait = prometheus::CounterVec::new(
+            Opts::new(
+                "orceum_bridge_rate_limit_wait_seconds_total",
+                "Seconds events waited for their app's rate limit or Retry-After pause.",
+            ),
+            &["app"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let _ = r.register(Box::new(rate_limit_wait.clone()));
+        let uncommitted = IntGauge::new(
+            "orceum_bridge_uncommitted_messages",
+            "Messages read and not yet committed (bounded by delivery.max_in_flight).",
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let _ = r.register(Box::new(uncommitted.clone()));
+        let last_commit_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "orceum_bridge_commit_duration_seconds",
+                "Time taken by one offset commit.",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let _ = r.register(Box::new(last_commit_latency.clone()));
+        Self {
+            messages_received: counter(&r, "messages_received_total", "Messages read from a source.", &["source", "topic"]),
+            events_delivered: counter(&r, "events_delivered_total", "Events Orceum accepted (2xx).", &["app", "priority"]),
+            push_requests: counter(&r, "push_requests_total", "Push requests by HTTP status (\"error\" for no response).", &["app", "status"]),
+            push_duration: histogram(&r, "push_duration_seconds", "Duration of one push request.", &["app"], latency.clone()),
+            retries: counter(&r, "retries_total", "Push attempts that will be retried, by reason.", &["app", "reason"]),
+            dead_letters: counter(&r, "dead_letters_total", "Messages dead-lettered, by reason.", &["route", "reason"]),
+            skipped: counter(&r, "skipped_total", "Messages committed without a push (filter false, no route).", &["route", "reason"]),
+            rate_limit_wait,
+            in_flight: gauge(&r, "in_flight_events", "Events waiting for or in a push, per app.", &["app"]),
+            uncommitted,
+            committed_offset: gauge(&r, "kafka_committed_offset", "Last committed offset.", &["topic", "partition"]),
+            consumer_lag: gauge(&r, "kafka_consumer_lag", "High watermark minus committed offset.", &["topic", "partition"]),
+            end_to_end_latency: histogram(&r, "end_to_end_latency_seconds", "From the source timestamp to Orceum's 2xx.", &["app"], latency),
+            commit_failures: counter(&r, "commit_failures_total", "Offset commits that failed (retried on the next commit).", &["source"]),
+            last_commit_latency,
+            registry: r,
+        }
+    }
+
+    /// The text exposition format, for `/metrics`.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,5 @@
+//! What the bridge tells its operators: metrics, health endpoints, logs.
+
+pub mod health;
+pub mod logging;
+pub mod metrics;

@@ -1,0 +1,344 @@
+//! Shared helpers for the integration tests (`mod common;` from `tests/*.rs`).
+//!
+//! The brokers are started by `scripts/test` (Tansu for the Kafka protocol, `nats-server -js`
+//! for NATS), which exports their addresses:
+//!
+//! | variable                | example                   |
+//! |-------------------------|---------------------------|
+//! | `ORCEUM_TEST_KAFKA`     | `127.0.0.1:40123`         |
+//! | `ORCEUM_TEST_NATS`      | `nats://127.0.0.1:40124`  |
+//! | `ORCEUM_TEST_TANSU_BIN` | path of the tansu binary  |
+//! | `ORCEUM_TEST_NATS_BIN`  | path of nats-server       |
+//!
+//! Tansu quirks these helpers work around (see `scripts/test`):
+//! - a consumer-group join takes 20 s or more, so reading a topic back uses a manual
+//!   `assign`, and each test must use a fresh group name ([`unique`]);
+//! - when the producer batches, Tansu's high watermark is wrong, so [`produce`] sends one
+//!   record per request (`linger.ms=0`, `batch.num.messages=1`);
+//! - storage is in memory: a restarted Tansu has forgotten every topic and offset.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// How long one broker request made by these helpers may take.
+pub const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
+
+const HINT: &str = "run the tests through scripts/test, which starts the brokers";
+
+fn env_or_panic(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v,
+        _ => panic!("{name} is not set: {HINT}"),
+    }
+}
+
+/// `host:port` of the Kafka-protocol broker (Tansu) started by `scripts/test`.
+pub fn kafka_brokers() -> String {
+    env_or_panic("ORCEUM_TEST_KAFKA")
+}
+
+/// `nats://host:port` of the nats-server (with JetStream) started by `scripts/test`.
+pub fn nats_url() -> String {
+    env_or_panic("ORCEUM_TEST_NATS")
+}
+
+/// Path of the tansu binary, for tests that stop and restart the broker.
+pub fn tansu_bin() -> String {
+    env_or_panic("ORCEUM_TEST_TANSU_BIN")
+}
+
+/// Path of nats-server, for tests that stop and restart the broker.
+pub fn nats_bin() -> String {
+    env_or_panic("ORCEUM_TEST_NATS_BIN")
+}
+
+/// A name no other test (nor another run of the same test) uses: `prefix-pid-counter-nanos`.
+/// Use it for every topic and consumer group: Tansu needs a fresh group per test.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{n}-{nanos}", std::process::id())
+}
+
+/// A client config with the test broker and short, test-friendly timeouts.
+pub fn client_config() -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", kafka_brokers())
+        .set("broker.address.family", "v4")
+        .set("socket.timeout.ms", "10000")
+        .set("log_level", "4");
+    cfg
+}
+
+/// Number of partitions the broker reports for `topic` (0 when it does not know the topic).
+pub fn partition_count(topic: &str) -> usize {
+    let consumer: BaseConsumer = client_config().create().expect("create metadata client");
+    topic_partitions(&consumer, topic)
+}
+
+fn topic_partitions(consumer: &BaseConsumer, topic: &str) -> usize {
+    match consumer.fetch_metadata(Some(topic), KAFKA_TIMEOUT) {
+        Ok(md) => md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().len())
+            .unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+/// Creates `name` with `partitions` partitions (replication 1). Idempotent: an existing topic
+/// is fine. Returns once the broker's metadata shows at least `partitions` partitions.
+pub async fn create_topic(name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        client_config().create().expect("create admin client");
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let opts = AdminOptions::new().operation_timeout(Some(KAFKA_TIMEOUT));
+    let results = admin
+        .create_topics([&topic], &opts)
+        .await
+        .unwrap_or_else(|e| panic!("create topic {name}: {e}"));
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => panic!("create topic {t}: {code}"),
+        }
+    }
+    let name = name.to_owned();
+    let want = partitions.max(1) as usize;
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = client_config().create().expect("create metadata client");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let have = topic_partitions(&consumer, &name);
+            if have >= want {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("topic {name}: metadata shows {have} partitions after 30 s, want {want}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .expect("metadata wait task");
+}
+
+/// A record for [`produce`]: (key, payload, partition — `None` lets the partitioner choose).
+pub type Record = (Option<String>, Vec<u8>, Option<i32>);
+
+/// A producer configured for Tansu: no batching, so its high watermark stays right.
+pub fn producer() -> FutureProducer {
+    client_config()
+        .set("linger.ms", "0")
+        .set("batch.num.messages", "1")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("create producer")
+}
+
+/// Produces `records` to `topic` in order and waits for every delivery.
+/// Returns the `(partition, offset)` of each record, in the order given.
+pub async fn produce(topic: &str, records: Vec<Record>) -> Vec<(i32, i64)> {
+    let records = records
+        .into_iter()
+        .map(|(k, p, part)| (k, p, part, Vec::new()))
+        .collect();
+    produce_with_headers(topic, records).await
+}
+
+/// Like [`produce`], with headers `(name, value)` on each record.
+pub async fn produce_with_headers(
+    topic: &str,
+    records: Vec<(Option<String>, Vec<u8>, Option<i32>, Vec<(String, Vec<u8>)>)>,
+) -> Vec<(i32, i64)> {
+    let producer = producer();
+    let mut pending = Vec::with_capacity(records.len());
+    for (i, (key, payload, partition, headers)) in records.iter().enumerate() {
+        let mut rec = FutureRecord::<String, Vec<u8>>::to(topic).payload(payload);
+        if let Some(k) = key {
+            rec = rec.key(k);
+        }
+        if let Some(p) = partition {
+            rec = rec.partition(*p);
+        }
+        if !headers.is_empty() {
+            let mut h = OwnedHeaders::new_with_capacity(headers.len());
+            for (name, value) in headers {
+                h = h.insert(Header {
+                    key: name,
+                    value: Some(value),
+                });
+            }
+            rec = rec.headers(h);
+        }
+        // Enqueue everything first (librdkafka keeps the order per partition), then await.
+        let fut = loop {
+            match producer.send_result(rec) {
+                Ok(f) => break f,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    rec = r;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err((e, _)) => panic!("produce record {i} to {topic}: {e}"),
+            }
+        };
+        pending.push(fut);
+    }
+    let mut out = Vec::with_capacity(pending.len());
+    for (i, fut) in pending.into_iter().enumerate() {
+        match fut.await {
+            Ok(Ok(d)) => out.push((d.partition, d.offset)),
+            Ok(Err((e, _))) => panic!("deliver record {i} to {topic}: {e}"),
+            Err(_) => panic!("deliver record {i} to {topic}: producer dropped"),
+        }
+    }
+    out
+}
+
+/// The high watermark (offset of the next record) of each partition `0..partitions`.
+pub fn end_offsets(topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = client_config().create().expect("create watermark client");
+    (0..partitions)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, KAFKA_TIMEOUT)
+                .unwrap_or_else(|e| panic!("watermarks of {topic}/{p}: {e}"))
+                .1
+        })
+        .collect()
+}
+
+/// The offsets `group` has committed on each partition `0..partitions` of `topic`
+/// (`None`: nothing committed). Only asks the coordinator (OffsetFetch): it neither
+/// joins nor disturbs the group.
+pub fn committed_offsets(group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+    let consumer: BaseConsumer = client_config()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .create()
+        .expect("create offset-fetch client");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = consumer
+        .committed_offsets(tpl, KAFKA_TIMEOUT)
+        .unwrap_or_else(|e| panic!("committed offsets of {group} on {topic}: {e}"));
+    (0..partitions)
+        .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A record read back by [`consume_all`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumed {
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl Consumed {
+    /// The key as UTF-8 (lossy).
+    pub fn key_str(&self) -> Option<String> {
+        self.key
+            .as_deref()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+    }
+
+    /// The payload as UTF-8 (lossy); empty for a tombstone.
+    pub fn payload_str(&self) -> String {
+        String::from_utf8_lossy(self.payload.as_deref().unwrap_or_default()).into_owned()
+    }
+
+    /// The value of the first header called `name`.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// Reads `topic` from the beginning of every partition (manual `assign`, no group join)
+/// until `expected` records were read or `timeout` passed; returns what it read, in the
+/// order received (ordered within each partition).
+pub async fn consume_all(topic: &str, expected: usize, timeout: Duration) -> Vec<Consumed> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let consumer: StreamConsumer = client_config()
+        // Never used for a join or a commit; librdkafka only wants one to exist.
+        .set("group.id", unique("orceum-test-reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("create reader");
+    let topic_owned = topic.to_owned();
+    let partitions = tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = client_config().create().expect("create metadata client");
+        topic_partitions(&c, &topic_owned)
+    })
+    .await
+    .expect("metadata task");
+    assert!(partitions > 0, "topic {topic} does not exist");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("add partition");
+    }
+    consumer
+        .assign(&tpl)
+        .unwrap_or_else(|e| panic!("assign {topic}: {e}"));
+
+    let mut out = Vec::with_capacity(expected);
+    while out.len() < expected {
+        let msg = match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Err(_) => break,
+            Ok(Err(e)) => {
+                eprintln!("consume_all({topic}): {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Ok(Ok(m)) => m,
+        };
+        let headers = msg
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(Consumed {
+            key: msg.key().map(<[u8]>::to_vec),
+            payload: msg.payload().map(<[u8]>::to_vec),
+            headers,
+            partition: msg.partition(),
+            offset: msg.offset(),
+        });
+    }
+    out
+}
