@@ -1,19 +1,25 @@
 //! `${VAR}` interpolation of the raw config text, before it is parsed.
 //!
 //! `$${` writes a literal `${`. jq's own `$meta` has no brace, so templates are untouched.
+//! Whole-line comments are left as they are, so a comment may mention `${…}`.
 //! A missing variable is an error naming the variable and its line; every missing variable is
 //! reported, not just the first.
 
 use super::ConfigError;
 
-/// Replaces every `${NAME}` in `text` using `lookup`; returns the new text or all the errors.
+/// Replaces every `${NAME}` in `text` using `lookup`. Returns the new text (a missing variable
+/// becomes empty) and every error found, so parsing can go on and report more.
 pub fn interpolate(
     text: &str,
     lookup: impl Fn(&str) -> Option<String>,
-) -> Result<String, Vec<ConfigError>> {
+) -> (String, Vec<ConfigError>) {
     let mut out = String::with_capacity(text.len());
     let mut errors = Vec::new();
     for (line_no, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+            continue;
+        }
         let mut rest = line;
         while let Some(at) = rest.find('$') {
             out.push_str(&rest[..at]);
@@ -59,11 +65,7 @@ pub fn interpolate(
         }
         out.push_str(rest);
     }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
+    (out, errors)
 }
 
 #[cfg(test)]
@@ -76,13 +78,14 @@ mod tests {
 
     #[test]
     fn replaces_variables_and_leaves_jq_variables_alone() {
-        let out = interpolate("a: ${HOST}\nb: '$meta.key'\nc: $${HOST}\n", env).unwrap();
-        assert_eq!(out, "a: kafka:9092\nb: '$meta.key'\nc: ${HOST}\n");
+        let (out, errs) = interpolate("a: ${HOST}\nb: '$meta.key'\nc: $${HOST}\n# ${…}\n", env);
+        assert!(errs.is_empty());
+        assert_eq!(out, "a: kafka:9092\nb: '$meta.key'\nc: ${HOST}\n# ${…}\n");
     }
 
     #[test]
     fn reports_every_missing_variable_with_its_line() {
-        let errs = interpolate("a: ${NOPE}\nb: ${HOST}\nc: ${ALSO_NOPE}\n", env).unwrap_err();
+        let (_, errs) = interpolate("a: ${NOPE}\nb: ${HOST}\nc: ${ALSO_NOPE}\n", env);
         assert_eq!(errs.len(), 2);
         assert_eq!(errs[0].path, "line 1");
         assert!(errs[0].message.contains("NOPE"));

@@ -106,14 +106,7 @@ pub fn load_str(
         errors,
     };
     // A missing variable is reported, then parsing goes on so later errors show up too.
-    let (text, mut errors) = match interpolate::interpolate(text, &env) {
-        Ok(t) => (t, Vec::new()),
-        Err(errs) => (
-            interpolate::interpolate(text, |n| Some(env(n).unwrap_or_default()))
-                .unwrap_or_else(|_| text.to_string()),
-            errs,
-        ),
-    };
+    let (text, mut errors) = interpolate::interpolate(text, &env);
     let de = yaml_serde::Deserializer::from_str(&text);
     let parsed: ConfigFile = match serde_path_to_error::deserialize(de) {
         Ok(c) => c,

@@ -343,7 +343,10 @@ impl Sandbox {
             None => {
                 return Err(reject(
                     StatusCode::NOT_FOUND,
-                    format!("app {app_id:?} not found; this sandbox knows {}", self.known_apps()),
+                    format!(
+                        "app {app_id:?} not found; this sandbox knows {}",
+                        self.known_apps()
+                    ),
                 ))
             }
         };
@@ -893,7 +896,10 @@ mod tests {
         let sig = signature_header(wrong.as_bytes(), BODY.as_bytes());
         let (status, _, answer) = s.push_as(APP, wrong, &sig, BODY).await;
         assert_eq!(status, 401);
-        assert!(error_of(&answer).contains("X-Orceum-Webhook-Secret"), "{answer}");
+        assert!(
+            error_of(&answer).contains("X-Orceum-Webhook-Secret"),
+            "{answer}"
+        );
         let text = answer.to_string();
         assert!(!text.contains(wrong) && !text.contains(SECRET), "{text}");
         assert!(s.handle.events().is_empty());
@@ -906,7 +912,10 @@ mod tests {
         let sig = signature_header(SECRET.as_bytes(), other_body.as_bytes());
         let (status, _, answer) = s.push_as(APP, SECRET, &sig, BODY).await;
         assert_eq!(status, 401);
-        assert!(error_of(&answer).contains("X-Hub-Signature-256"), "{answer}");
+        assert!(
+            error_of(&answer).contains("X-Hub-Signature-256"),
+            "{answer}"
+        );
 
         let upper = signature_header(SECRET.as_bytes(), BODY.as_bytes()).to_uppercase();
         let (status, _, _) = s.push_as(APP, SECRET, &upper, BODY).await;
@@ -949,7 +958,10 @@ mod tests {
         let body = BODY.replace(r#""priority":"normal""#, r#""priority":"urgent""#);
         let (status, _, answer) = s.push(&body).await;
         assert_eq!(status, 422);
-        assert!(error_of(&answer).contains("low|normal|high|critical"), "{answer}");
+        assert!(
+            error_of(&answer).contains("low|normal|high|critical"),
+            "{answer}"
+        );
     }
 
     #[tokio::test]
@@ -968,7 +980,12 @@ mod tests {
         let (status, _, answer) = s.push(body).await;
         assert_eq!(status, 422);
         let e = error_of(&answer);
-        for part in ["\"extra\"", "installation_id is empty", "event_data must be an object", "\"timestamp\""] {
+        for part in [
+            "\"extra\"",
+            "installation_id is empty",
+            "event_data must be an object",
+            "\"timestamp\"",
+        ] {
             assert!(e.contains(part), "{part} missing from {e}");
         }
     }
@@ -979,7 +996,10 @@ mod tests {
         let sig = signature_header(SECRET.as_bytes(), BODY.as_bytes());
         let (status, _, answer) = s.push_as("app_nope", SECRET, &sig, BODY).await;
         assert_eq!(status, 404);
-        assert!(error_of(&answer).contains("app \"app_nope\" not found"), "{answer}");
+        assert!(
+            error_of(&answer).contains("app \"app_nope\" not found"),
+            "{answer}"
+        );
     }
 
     #[tokio::test]
@@ -1081,7 +1101,10 @@ mod tests {
         let base = format!("http://{}", s.handle.addr());
         let get = |path: &str| {
             let req = s.client.get(format!("{base}{path}"));
-            async move { serde_json::from_slice::<Value>(&req.send().await.unwrap().bytes().await.unwrap()).unwrap() }
+            async move {
+                serde_json::from_slice::<Value>(&req.send().await.unwrap().bytes().await.unwrap())
+                    .unwrap()
+            }
         };
         let stats = get("/_sandbox/stats").await;
         assert_eq!(stats["accepted"], 2);
@@ -1103,6 +1126,8 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), s.handle.stopped())
             .await
             .unwrap();
-        assert!(tokio::net::TcpStream::connect(s.handle.addr()).await.is_err());
+        assert!(tokio::net::TcpStream::connect(s.handle.addr())
+            .await
+            .is_err());
     }
 }
