@@ -18,6 +18,9 @@
 //! - storage is in memory: a restarted Tansu has forgotten every topic and offset.
 #![allow(dead_code)]
 
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -61,6 +64,17 @@ pub fn tansu_bin() -> String {
 pub fn nats_bin() -> String {
     env_or_panic("ORCEUM_TEST_NATS_BIN")
 }
+
+/// Consumer properties that make a group join on Tansu take ~3 s instead of ~23 s.
+///
+/// Tansu completes a JoinGroup after about half the session timeout (librdkafka's default
+/// `session.timeout.ms` is 45 s, so ~23 s). Put these into the bridge's
+/// `sources.*.kafka.properties` (or any test consumer that subscribes). 2000/300 gives ~1.1 s
+/// but risks spurious rebalances on a loaded 2-core machine.
+pub const FAST_GROUP_PROPERTIES: &[(&str, &str)] = &[
+    ("session.timeout.ms", "6000"),
+    ("heartbeat.interval.ms", "500"),
+];
 
 /// A name no other test (nor another run of the same test) uses: `prefix-pid-counter-nanos`.
 /// Use it for every topic and consumer group: Tansu needs a fresh group per test.
@@ -341,4 +355,195 @@ pub async fn consume_all(topic: &str, expected: usize, timeout: Duration) -> Vec
         });
     }
     out
+}
+
+// --- brokers of a test's own (chaos tests) ------------------------------------------------
+
+/// A free TCP port on 127.0.0.1 (free when returned; bind it soon).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("find a free port")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    Tansu,
+    Nats,
+}
+
+/// A broker process owned by one test, on its own port, for tests that kill and restart a
+/// broker: never kill the shared brokers of `scripts/test`, other tests are using them.
+/// Tansu keeps everything in memory, so a restarted Tansu has no topics, records or group
+/// offsets; nats-server keeps its JetStream store directory across restarts.
+/// Killed (and its store removed) on drop. Logs go to `$ORCEUM_TEST_LOG_DIR`.
+#[derive(Debug)]
+pub struct TestBroker {
+    pub kind: BrokerKind,
+    pub port: u16,
+    child: Option<Child>,
+    store: Option<PathBuf>,
+    log: PathBuf,
+}
+
+impl TestBroker {
+    /// Starts a Tansu on a free port and waits until it accepts connections.
+    pub fn tansu() -> Self {
+        Self::start_new(BrokerKind::Tansu)
+    }
+
+    /// Starts a nats-server with JetStream on a free port and waits until it accepts connections.
+    pub fn nats() -> Self {
+        Self::start_new(BrokerKind::Nats)
+    }
+
+    fn start_new(kind: BrokerKind) -> Self {
+        let name = match kind {
+            BrokerKind::Tansu => "tansu",
+            BrokerKind::Nats => "nats",
+        };
+        let log_dir = std::env::var_os("ORCEUM_TEST_LOG_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let _ = std::fs::create_dir_all(&log_dir);
+        let id = unique(name);
+        let store = (kind == BrokerKind::Nats).then(|| {
+            let dir = std::env::temp_dir().join(format!("orceum-{id}"));
+            std::fs::create_dir_all(&dir).expect("create nats store dir");
+            dir
+        });
+        let mut broker = TestBroker {
+            kind,
+            port: free_port(),
+            child: None,
+            store,
+            log: log_dir.join(format!("{id}.log")),
+        };
+        broker.start();
+        broker
+    }
+
+    /// Where clients connect: `127.0.0.1:PORT` (Tansu) or `nats://127.0.0.1:PORT` (NATS).
+    pub fn url(&self) -> String {
+        match self.kind {
+            BrokerKind::Tansu => format!("127.0.0.1:{}", self.port),
+            BrokerKind::Nats => format!("nats://127.0.0.1:{}", self.port),
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    fn spawn(&self) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open broker log");
+        let log2 = log.try_clone().expect("clone log handle");
+        let mut cmd = match self.kind {
+            BrokerKind::Tansu => {
+                let url = format!("tcp://127.0.0.1:{}", self.port);
+                let mut c = Command::new(tansu_bin());
+                c.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                    .args(["--storage-engine", "memory://tansu/"]);
+                c
+            }
+            BrokerKind::Nats => {
+                let mut c = Command::new(nats_bin());
+                c.args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+                    .arg(self.store.as_ref().expect("nats store"));
+                c
+            }
+        };
+        cmd.stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", self.kind))
+    }
+
+    /// Starts the broker (again) on the same port and waits until it accepts connections.
+    /// Retries for up to 30 s: Tansu can fail to start when the port was released a moment ago.
+    pub fn start(&mut self) {
+        assert!(!self.is_running(), "{:?} on {} already running", self.kind, self.port);
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        'spawn: loop {
+            let mut child = self.spawn();
+            loop {
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    // Listening; give it a moment to finish starting up.
+                    std::thread::sleep(Duration::from_millis(200));
+                    if matches!(child.try_wait(), Ok(None)) {
+                        self.child = Some(child);
+                        return;
+                    }
+                }
+                if let Ok(Some(status)) = child.try_wait() {
+                    if Instant::now() > deadline {
+                        panic!(
+                            "{:?} on port {} keeps exiting ({status}); see {}",
+                            self.kind,
+                            self.port,
+                            self.log.display()
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                    continue 'spawn;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "{:?} on port {} not accepting connections after 30 s; see {}",
+                        self.kind,
+                        self.port,
+                        self.log.display()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// Kills the broker (SIGKILL, like a crash) and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the broker gracefully (SIGTERM), waiting up to 10 s before killing it.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills the broker and starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.start();
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.kill();
+        if let Some(dir) = self.store.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
