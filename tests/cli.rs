@@ -1,0 +1,120 @@
+//! The command line as a user meets it: `check` lists every error with its path, `render`
+//! shows the exact request with the secret redacted and distinguishes send / skip / dead-letter.
+
+use std::process::{Command, Output};
+
+fn bridge(args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orceum-bridge"));
+    cmd.args(args)
+        .env("CLI_SECRET", "whs_cli_secret_value")
+        .env_remove("MISSING_SECRET")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("run orceum-bridge");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+const GOOD: &str = r#"
+orceum: { base_url: "https://api.orceum.com/v1" }
+apps:
+  tasks: { app_id: app_123, secret: { env: CLI_SECRET } }
+sources:
+  events: { kafka: { bootstrap_servers: "localhost:9092" } }
+routes:
+  - name: task-completed
+    source: events
+    topics: [tasks]
+    app: tasks
+    filter: '.status == "done"'
+    event:
+      installation_id: .user.installation_id
+      event_type: '"task.completed"'
+      event_data: '{task_id: .id, title}'
+      timestamp: .completed_at
+      priority: 'if .urgent then "high" else "normal" end'
+"#;
+
+fn write(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path.display().to_string())
+}
+
+#[test]
+fn check_accepts_a_good_config_with_a_summary() {
+    let (_d, path) = write(GOOD);
+    let out = bridge(&["check", "-c", &path], None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("OK") && stdout.contains("1 route(s)"), "{stdout}");
+}
+
+#[test]
+fn check_lists_three_mistakes_with_their_paths_at_once() {
+    let bad = GOOD
+        .replace("env: CLI_SECRET", "env: MISSING_SECRET")
+        .replace("'{task_id: .id, title}'", "'{task_id: .id, title'")
+        .replace("app: tasks\n", "app: nope\n");
+    let (_d, path) = write(&bad);
+    let out = bridge(&["check", "-c", &path], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("3 errors"), "{stderr}");
+    for expected in [
+        "apps.tasks.secret: environment variable MISSING_SECRET is not set",
+        "routes[0].app: \"nope\" is not an app",
+        "routes[0].event.event_data: jq syntax error",
+    ] {
+        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+    }
+}
+
+#[test]
+fn check_points_at_an_unknown_key() {
+    let (_d, path) = write(&GOOD.replace("app: tasks\n", "app: tasks\n    topcis: [x]\n"));
+    let out = bridge(&["check", "-c", &path], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("routes[0]") && stderr.contains("topcis"), "{stderr}");
+}
+
+#[test]
+fn render_shows_the_signed_request_with_the_secret_redacted() {
+    let (_d, path) = write(GOOD);
+    let msg = r#"{"id":"t1","title":"Q4","status":"done","urgent":true,"completed_at":"2024-01-15T13:00:00+01:00","user":{"installation_id":"inst_1"}}"#;
+    let out = bridge(&["render", "-c", &path, "--route", "task-completed", "--meta", "partition=2", "--meta", "offset=1834"], Some(msg));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("POST https://api.orceum.com/v1/apps/app_123/events\n"), "{stdout}");
+    assert!(!stdout.contains("whs_cli_secret_value"), "secret leaked: {stdout}");
+    assert!(stdout.contains("X-Orceum-Webhook-Secret: whs_…[REDACTED]"));
+    let body = r#"{"installation_id":"inst_1","event_type":"task.completed","event_data":{"task_id":"t1","title":"Q4"},"timestamp":"2024-01-15T12:00:00Z","priority":"high","metadata":{"source":"kafka:tasks/2@1834"}}"#;
+    assert!(stdout.contains(body), "{stdout}");
+    let sig = orceum_bridge::orceum::sign::signature_header(b"whs_cli_secret_value", body.as_bytes());
+    assert!(stdout.contains(&format!("X-Hub-Signature-256: {sig}")), "{stdout}");
+}
+
+#[test]
+fn render_exit_codes_distinguish_skip_and_dead_letter() {
+    let (_d, path) = write(GOOD);
+    let skipped = bridge(&["render", "-c", &path, "--route", "task-completed"], Some(r#"{"status":"open"}"#));
+    assert_eq!(skipped.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&skipped.stdout).contains("SKIPPED"));
+    let dead = bridge(&["render", "-c", &path, "--route", "task-completed"], Some("not json"));
+    assert_eq!(dead.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&dead.stdout).contains("DEAD-LETTER (not_json)"));
+    let no_installation = bridge(
+        &["render", "-c", &path, "--route", "task-completed"],
+        Some(r#"{"status":"done","id":"t","title":"x","completed_at":"2024-01-15T12:00:00Z"}"#),
+    );
+    assert_eq!(no_installation.status.code(), Some(4));
+    let text = String::from_utf8_lossy(&no_installation.stdout);
+    assert!(text.contains("event.installation_id: must be a non-empty string, got null"), "{text}");
+}
