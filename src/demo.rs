@@ -21,6 +21,9 @@ const CONFIG: &str = include_str!("../examples/demo.yaml");
 const TASKS_SECRET: &str = "whs_demo_tasks_0123456789";
 const BILLING_SECRET: &str = "whs_demo_billing_0123456789";
 
+/// What the demo watches of the running bridge.
+type RunningHandles = (Arc<Metrics>, crate::telemetry::health::Readiness);
+
 /// What the demo produced, so the summary can say what should have happened.
 struct Produced {
     total: usize,
@@ -92,7 +95,10 @@ async fn run_async(bootstrap: String, events: usize) -> anyhow::Result<bool> {
         shutdown_sandbox.clone(),
     )
     .await?;
-    println!("sandbox Orceum at {} (5% 503, 2% 429, installation inst_churned answers 404)", sandbox.base_url());
+    println!(
+        "sandbox Orceum at {} (5% 503, 2% 429, installation inst_churned answers 404)",
+        sandbox.base_url()
+    );
 
     let env = {
         let base = sandbox.base_url();
@@ -108,8 +114,7 @@ async fn run_async(bootstrap: String, events: usize) -> anyhow::Result<bool> {
     let bridge = load_str(CONFIG, "examples/demo.yaml", env).map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let shutdown = CancellationToken::new();
-    let running: Arc<Mutex<Option<(Arc<Metrics>, crate::telemetry::health::Readiness)>>> =
-        Arc::default();
+    let running: Arc<Mutex<Option<RunningHandles>>> = Arc::default();
     let slot = running.clone();
     let bridge_task = tokio::spawn(crate::run_with(bridge, shutdown.clone(), move |r| {
         if let Ok(mut s) = slot.lock() {
@@ -180,7 +185,10 @@ async fn run_async(bootstrap: String, events: usize) -> anyhow::Result<bool> {
     let mut per_app: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut latencies = Vec::new();
     for ev in &received {
-        let priority = ev.event["priority"].as_str().unwrap_or("normal").to_string();
+        let priority = ev.event["priority"]
+            .as_str()
+            .unwrap_or("normal")
+            .to_string();
         *per_app.entry((ev.app_id.clone(), priority)).or_default() += 1;
         let source = ev.event["metadata"]["source"].as_str().unwrap_or_default();
         if let Some(sent_ms) = produced.sent_at.get(source) {
@@ -201,7 +209,10 @@ async fn run_async(bootstrap: String, events: usize) -> anyhow::Result<bool> {
         .collect();
     println!();
     println!("summary ({:.1}s)", started.elapsed().as_secs_f64());
-    println!("  delivered to Orceum: {delivered} events ({} unique source messages)", unique.len());
+    println!(
+        "  delivered to Orceum: {delivered} events ({} unique source messages)",
+        unique.len()
+    );
     for ((app, priority), n) in &per_app {
         println!("    {app:<12} {priority:<8} {n}");
     }
@@ -219,7 +230,11 @@ async fn run_async(bootstrap: String, events: usize) -> anyhow::Result<bool> {
         println!("    {labels}: {n}");
     }
     println!("  filtered out (committed without a push): {skipped}");
-    println!("  latency produce → Orceum: p50 {} ms, p99 {} ms", pct(0.5), pct(0.99));
+    println!(
+        "  latency produce → Orceum: p50 {} ms, p99 {} ms",
+        pct(0.5),
+        pct(0.99)
+    );
     println!();
     let ok = delivered as usize >= produced.deliverable
         && dead as usize == produced.poison
@@ -298,8 +313,10 @@ async fn produce(bootstrap: &str, events: usize) -> anyhow::Result<Produced> {
     records.push((
         "exports",
         "inst_churned".into(),
-        serde_json::to_vec(&json!({"id": "exp_gone", "installation_id": "inst_churned", "format": "pdf",
-            "download_url": "https://files.example/gone.pdf"}))?,
+        serde_json::to_vec(
+            &json!({"id": "exp_gone", "installation_id": "inst_churned", "format": "pdf",
+            "download_url": "https://files.example/gone.pdf"}),
+        )?,
     ));
     produced.poison = 3;
     produced.total = records.len();
@@ -308,7 +325,9 @@ async fn produce(bootstrap: &str, events: usize) -> anyhow::Result<Produced> {
     let sends = records.iter().map(|(topic, key, payload)| async move {
         let r = producer
             .send(
-                FutureRecord::to(topic).key(key.as_bytes()).payload(payload.as_slice()),
+                FutureRecord::to(topic)
+                    .key(key.as_bytes())
+                    .payload(payload.as_slice()),
                 Duration::from_secs(10),
             )
             .await;

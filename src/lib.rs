@@ -155,7 +155,9 @@ pub async fn run_with(
             topics,
             limits: Limits {
                 max_in_flight: d.max_in_flight,
-                max_in_flight_per_partition: d.max_in_flight_per_partition.unwrap_or(d.max_in_flight),
+                max_in_flight_per_partition: d
+                    .max_in_flight_per_partition
+                    .unwrap_or(d.max_in_flight),
                 commit_interval: d.commit_interval,
                 drain_timeout: d.shutdown_timeout,
             },
@@ -231,7 +233,10 @@ pub async fn run_with(
 }
 
 fn source_result(
-    r: Result<std::thread::Result<Result<(), source::kafka::KafkaSourceError>>, tokio::task::JoinError>,
+    r: Result<
+        std::thread::Result<Result<(), source::kafka::KafkaSourceError>>,
+        tokio::task::JoinError,
+    >,
 ) -> Result<(), RunError> {
     match r {
         Ok(Ok(Ok(()))) => Ok(()),
@@ -248,7 +253,10 @@ fn source_result(
 }
 
 /// Re-reads `{file: …}` secrets every few seconds (Kubernetes rotates mounted Secrets in place).
-fn spawn_secret_refresh(bridge: &Bridge, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+fn spawn_secret_refresh(
+    bridge: &Bridge,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     let secrets: Vec<(String, config::secret::AppSecret)> = bridge
         .apps
         .values()
@@ -267,9 +275,13 @@ fn spawn_secret_refresh(bridge: &Bridge, shutdown: CancellationToken) -> tokio::
             for (name, secret) in &secrets {
                 let s = secret.clone();
                 match tokio::task::spawn_blocking(move || s.refresh()).await {
-                    Ok(Ok(true)) => tracing::info!(app = %name, "secret file changed; using the new secret"),
+                    Ok(Ok(true)) => {
+                        tracing::info!(app = %name, "secret file changed; using the new secret")
+                    }
                     Ok(Ok(false)) => {}
-                    Ok(Err(e)) => tracing::error!(app = %name, error = %e, "cannot re-read the secret; keeping the previous one"),
+                    Ok(Err(e)) => {
+                        tracing::error!(app = %name, error = %e, "cannot re-read the secret; keeping the previous one")
+                    }
                     Err(_) => {}
                 }
             }

@@ -13,7 +13,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "orceum-bridge", version, about = "Kafka → Orceum \"Push an Event\", at least once")]
+#[command(
+    name = "orceum-bridge",
+    version,
+    about = "Kafka → Orceum \"Push an Event\", at least once"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -158,7 +162,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut bytes = Vec::new();
             match input {
                 Some(p) if p.as_os_str() != "-" => {
-                    bytes = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?
+                    bytes =
+                        std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?
                 }
                 _ => {
                     std::io::stdin()
@@ -224,7 +229,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo { events } => {
             let ok = orceum_bridge::demo::run(events)?;
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
     }
 }

@@ -38,7 +38,9 @@ impl fmt::Display for Rendered {
                 writeln!(f)?;
                 writeln!(f, "{}", String::from_utf8_lossy(&req.body))
             }
-            Rendered::Skipped(reason) => writeln!(f, "SKIPPED (committed without a push): {reason}"),
+            Rendered::Skipped(reason) => {
+                writeln!(f, "SKIPPED (committed without a push): {reason}")
+            }
             Rendered::DeadLetter { kind, reason } => {
                 writeln!(f, "DEAD-LETTER ({kind}): {reason}")
             }
@@ -79,7 +81,9 @@ pub fn render(
     let mut headers = Vec::new();
     let mut timestamp = Some(chrono::Utc::now());
     for m in meta {
-        let (k, v) = m.split_once('=').ok_or_else(|| RenderError::BadMeta(m.clone()))?;
+        let (k, v) = m
+            .split_once('=')
+            .ok_or_else(|| RenderError::BadMeta(m.clone()))?;
         match k {
             "topic" => topic = v.to_string(),
             "partition" => partition = v.parse().map_err(|_| RenderError::BadMeta(m.clone()))?,

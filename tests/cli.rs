@@ -14,7 +14,12 @@ fn bridge(args: &[&str], stdin: Option<&str>) -> Output {
         .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().expect("run orceum-bridge");
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     drop(child.stdin.take());
     child.wait_with_output().unwrap()
@@ -52,8 +57,15 @@ fn check_accepts_a_good_config_with_a_summary() {
     let (_d, path) = write(GOOD);
     let out = bridge(&["check", "-c", &path], None);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("OK") && stdout.contains("1 route(s)"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("OK") && stdout.contains("1 route(s)"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -72,7 +84,10 @@ fn check_lists_three_mistakes_with_their_paths_at_once() {
         "routes[0].app: \"nope\" is not an app",
         "routes[0].event.event_data: jq syntax error",
     ] {
-        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
     }
 }
 
@@ -82,32 +97,69 @@ fn check_points_at_an_unknown_key() {
     let out = bridge(&["check", "-c", &path], None);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr.contains("routes[0]") && stderr.contains("topcis"), "{stderr}");
+    assert!(
+        stderr.contains("routes[0]") && stderr.contains("topcis"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn render_shows_the_signed_request_with_the_secret_redacted() {
     let (_d, path) = write(GOOD);
     let msg = r#"{"id":"t1","title":"Q4","status":"done","urgent":true,"completed_at":"2024-01-15T13:00:00+01:00","user":{"installation_id":"inst_1"}}"#;
-    let out = bridge(&["render", "-c", &path, "--route", "task-completed", "--meta", "partition=2", "--meta", "offset=1834"], Some(msg));
+    let out = bridge(
+        &[
+            "render",
+            "-c",
+            &path,
+            "--route",
+            "task-completed",
+            "--meta",
+            "partition=2",
+            "--meta",
+            "offset=1834",
+        ],
+        Some(msg),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.starts_with("POST https://api.orceum.com/v1/apps/app_123/events\n"), "{stdout}");
-    assert!(!stdout.contains("whs_cli_secret_value"), "secret leaked: {stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("POST https://api.orceum.com/v1/apps/app_123/events\n"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("whs_cli_secret_value"),
+        "secret leaked: {stdout}"
+    );
     assert!(stdout.contains("X-Orceum-Webhook-Secret: whs_…[REDACTED]"));
     let body = r#"{"installation_id":"inst_1","event_type":"task.completed","event_data":{"task_id":"t1","title":"Q4"},"timestamp":"2024-01-15T12:00:00Z","priority":"high","metadata":{"source":"kafka:tasks/2@1834"}}"#;
     assert!(stdout.contains(body), "{stdout}");
-    let sig = orceum_bridge::orceum::sign::signature_header(b"whs_cli_secret_value", body.as_bytes());
-    assert!(stdout.contains(&format!("X-Hub-Signature-256: {sig}")), "{stdout}");
+    let sig =
+        orceum_bridge::orceum::sign::signature_header(b"whs_cli_secret_value", body.as_bytes());
+    assert!(
+        stdout.contains(&format!("X-Hub-Signature-256: {sig}")),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn render_exit_codes_distinguish_skip_and_dead_letter() {
     let (_d, path) = write(GOOD);
-    let skipped = bridge(&["render", "-c", &path, "--route", "task-completed"], Some(r#"{"status":"open"}"#));
+    let skipped = bridge(
+        &["render", "-c", &path, "--route", "task-completed"],
+        Some(r#"{"status":"open"}"#),
+    );
     assert_eq!(skipped.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&skipped.stdout).contains("SKIPPED"));
-    let dead = bridge(&["render", "-c", &path, "--route", "task-completed"], Some("not json"));
+    let dead = bridge(
+        &["render", "-c", &path, "--route", "task-completed"],
+        Some("not json"),
+    );
     assert_eq!(dead.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&dead.stdout).contains("DEAD-LETTER (not_json)"));
     let no_installation = bridge(
@@ -116,5 +168,8 @@ fn render_exit_codes_distinguish_skip_and_dead_letter() {
     );
     assert_eq!(no_installation.status.code(), Some(4));
     let text = String::from_utf8_lossy(&no_installation.stdout);
-    assert!(text.contains("event.installation_id: must be a non-empty string, got null"), "{text}");
+    assert!(
+        text.contains("event.installation_id: must be a non-empty string, got null"),
+        "{text}"
+    );
 }

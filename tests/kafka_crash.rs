@@ -40,7 +40,13 @@ async fn sigkill_three_times_loses_nothing_and_duplicates_stay_within_the_in_fli
     let records: Vec<Record> = payloads(n, 30)
         .into_iter()
         .enumerate()
-        .map(|(i, p)| (Some(format!("inst_{}", i % 30)), p, Some(((i % 30) % 3) as i32)))
+        .map(|(i, p)| {
+            (
+                Some(format!("inst_{}", i % 30)),
+                p,
+                Some(((i % 30) % 3) as i32),
+            )
+        })
         .collect();
     produce(&topic, records).await;
     // A little latency keeps the stream going long enough to be killed in the middle of it.
@@ -54,7 +60,9 @@ async fn sigkill_three_times_loses_nothing_and_duplicates_stay_within_the_in_fli
         &kafka_brokers(),
         &group,
         &route("all", &topic, "a", None),
-        &format!("  max_in_flight: {MAX_IN_FLIGHT}\n  commit_interval: 1s\n  shutdown_timeout: 10s\n"),
+        &format!(
+            "  max_in_flight: {MAX_IN_FLIGHT}\n  commit_interval: 1s\n  shutdown_timeout: 10s\n"
+        ),
     );
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("config.yaml");
@@ -65,9 +73,16 @@ async fn sigkill_three_times_loses_nothing_and_duplicates_stay_within_the_in_fli
     for stage in [0.2, 0.45, 0.7] {
         let mut child = start(&config_path, &log);
         let target = (n as f64 * stage) as usize;
-        let reached = wait_until(Duration::from_secs(120), || seen(&sandbox).unique() >= target).await;
-        assert!(reached, "stage {stage}: only {} delivered; log:\n{}", seen(&sandbox).unique(),
-            std::fs::read_to_string(&log).unwrap_or_default());
+        let reached = wait_until(Duration::from_secs(120), || {
+            seen(&sandbox).unique() >= target
+        })
+        .await;
+        assert!(
+            reached,
+            "stage {stage}: only {} delivered; log:\n{}",
+            seen(&sandbox).unique(),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         child.kill().expect("SIGKILL"); // std's kill() is SIGKILL on Unix
         child.wait().unwrap();
         kills.push(seen(&sandbox).unique());
@@ -78,10 +93,19 @@ async fn sigkill_three_times_loses_nothing_and_duplicates_stay_within_the_in_fli
     assert!(all, "only {} of {n} delivered after 3 kills", s.unique());
 
     // A graceful stop: SIGTERM, drain, exit 0.
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
-    assert!(exit.success(), "SIGTERM must drain and exit 0, got {exit:?}");
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        exit.success(),
+        "SIGTERM must drain and exit 0, got {exit:?}"
+    );
 
     let s = seen(&sandbox);
     eprintln!(

@@ -37,7 +37,11 @@ fn assert_per_installation_order(sandbox: &orceum_bridge::orceum::sandbox::Sandb
     }
 }
 
-async fn wait_committed_to_end(group: &str, topic: &str, partitions: i32) -> (Vec<i64>, Vec<Option<i64>>) {
+async fn wait_committed_to_end(
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> (Vec<i64>, Vec<Option<i64>>) {
     let ends = end_offsets(topic, partitions);
     let want: Vec<Option<i64>> = ends.iter().map(|e| Some(*e)).collect();
     let mut got = Vec::new();
@@ -50,7 +54,8 @@ async fn wait_committed_to_end(group: &str, topic: &str, partitions: i32) -> (Ve
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn five_thousand_events_over_three_partitions_arrive_exactly_once_and_commits_reach_the_end() {
+async fn five_thousand_events_over_three_partitions_arrive_exactly_once_and_commits_reach_the_end()
+{
     let topic = unique("e2e");
     let group = unique("g-e2e");
     create_topic(&topic, 3).await;
@@ -69,13 +74,28 @@ async fn five_thousand_events_over_three_partitions_arrive_exactly_once_and_comm
     let s = seen(&sandbox);
     assert!(all, "only {} of 5000 events arrived", s.unique());
     let (ends, committed) = wait_committed_to_end(&group, &topic, 3).await;
-    assert_eq!(committed, ends.iter().map(|e| Some(*e)).collect::<Vec<_>>(), "committed offsets must equal the end offsets");
+    assert_eq!(
+        committed,
+        ends.iter().map(|e| Some(*e)).collect::<Vec<_>>(),
+        "committed offsets must equal the end offsets"
+    );
     assert_eq!(ends.iter().sum::<i64>(), 5000);
     let s = seen(&sandbox);
-    assert_eq!((s.unique(), s.duplicates()), (5000, 0), "exactly once without faults");
+    assert_eq!(
+        (s.unique(), s.duplicates()),
+        (5000, 0),
+        "exactly once without faults"
+    );
     assert_per_installation_order(&sandbox);
     let metrics = bridge.metrics_text();
-    assert_eq!(counter(&metrics, "orceum_bridge_events_delivered_total", "app=\"a\""), 5000);
+    assert_eq!(
+        counter(
+            &metrics,
+            "orceum_bridge_events_delivered_total",
+            "app=\"a\""
+        ),
+        5000
+    );
     bridge.stop().await;
 }
 
@@ -112,13 +132,21 @@ async fn transient_503_and_429_faults_deliver_every_event_in_key_order() {
         stats.by_status.get(&503).copied().unwrap_or(0),
         stats.by_status.get(&429).copied().unwrap_or(0),
     );
-    eprintln!("delivered {} unique, {} duplicates; sandbox answered 503×{r503}, 429×{r429}", s.unique(), s.duplicates());
+    eprintln!(
+        "delivered {} unique, {} duplicates; sandbox answered 503×{r503}, 429×{r429}",
+        s.unique(),
+        s.duplicates()
+    );
     assert_eq!(s.unique(), n, "every event delivered");
-    assert_eq!(s.duplicates(), 0, "a rejected attempt is not a delivery, so no duplicates");
+    assert_eq!(
+        s.duplicates(),
+        0,
+        "a rejected attempt is not a delivery, so no duplicates"
+    );
     assert!(r503 > 0 && r429 > 0, "faults were injected");
     let metrics = bridge.metrics_text();
     assert_eq!(
-        counter(&metrics, "orceum_bridge_retries_total", "") as u64,
+        counter(&metrics, "orceum_bridge_retries_total", ""),
         r503 + r429,
         "every fault was retried once"
     );
@@ -135,19 +163,36 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_partition_moves_on(
     create_topic(&dlq, 1).await;
     let mut records: Vec<Record> = Vec::new();
     for i in 0..10 {
-        records.push((None, format!(r#"{{"inst":"i1","seq":{i}}}"#).into_bytes(), Some(0)));
+        records.push((
+            None,
+            format!(r#"{{"inst":"i1","seq":{i}}}"#).into_bytes(),
+            Some(0),
+        ));
     }
     let poison: Vec<(&str, Vec<u8>)> = vec![
         ("not_json", b"{this is not json".to_vec()),
-        ("template_error", br#"{"inst":"i1","seq":"x","n":"text"}"#.to_vec()),
-        ("invalid_field", br#"{"inst":"i1","seq":100,"priority":"urgent"}"#.to_vec()),
-        ("http_422", br#"{"inst":"i1","seq":101,"type":"test.rejected"}"#.to_vec()),
+        (
+            "template_error",
+            br#"{"inst":"i1","seq":"x","n":"text"}"#.to_vec(),
+        ),
+        (
+            "invalid_field",
+            br#"{"inst":"i1","seq":100,"priority":"urgent"}"#.to_vec(),
+        ),
+        (
+            "http_422",
+            br#"{"inst":"i1","seq":101,"type":"test.rejected"}"#.to_vec(),
+        ),
     ];
     for (_, p) in &poison {
         records.push((Some("poison".into()), p.clone(), Some(0)));
     }
     for i in 10..20 {
-        records.push((None, format!(r#"{{"inst":"i1","seq":{i}}}"#).into_bytes(), Some(0)));
+        records.push((
+            None,
+            format!(r#"{{"inst":"i1","seq":{i}}}"#).into_bytes(),
+            Some(0),
+        ));
     }
     produce(&topic, records).await;
     let (sandbox, _stop) = start_sandbox(Faults {
@@ -176,22 +221,37 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_partition_moves_on(
     );
     let bridge = spawn_bridge(&yaml);
     let all = wait_until(Duration::from_secs(120), || seen(&sandbox).unique() >= 20).await;
-    assert!(all, "later events must be delivered past the poison ones; got {}", seen(&sandbox).unique());
+    assert!(
+        all,
+        "later events must be delivered past the poison ones; got {}",
+        seen(&sandbox).unique()
+    );
     let (ends, committed) = wait_committed_to_end(&group, &topic, 1).await;
-    assert_eq!(committed, vec![Some(ends[0])], "the partition is committed past the poison messages");
+    assert_eq!(
+        committed,
+        vec![Some(ends[0])],
+        "the partition is committed past the poison messages"
+    );
 
     let mut dead = consume_all(&dlq, 4, Duration::from_secs(30)).await;
     assert_eq!(dead.len(), 4, "four dead letters");
     // Dead letters are written as each failure becomes final, not in source order.
     let source_offset = |d: &Consumed| -> i64 {
         let s = String::from_utf8_lossy(d.header("orceum.source").unwrap_or_default()).to_string();
-        s.rsplit('@').next().and_then(|o| o.parse().ok()).unwrap_or(-1)
+        s.rsplit('@')
+            .next()
+            .and_then(|o| o.parse().ok())
+            .unwrap_or(-1)
     };
     dead.sort_by_key(source_offset);
     for ((kind, payload), d) in poison.iter().zip(&dead) {
         let header = |n: &str| String::from_utf8_lossy(d.header(n).unwrap_or_default()).to_string();
         assert_eq!(header("orceum.reason_kind"), *kind);
-        assert_eq!(d.payload.as_deref(), Some(payload.as_slice()), "original bytes kept");
+        assert_eq!(
+            d.payload.as_deref(),
+            Some(payload.as_slice()),
+            "original bytes kept"
+        );
         assert_eq!(d.key_str().as_deref(), Some("poison"), "original key kept");
         assert_eq!(header("orceum.route"), "poison-route");
         assert!(header("orceum.source").starts_with(&format!("kafka:{topic}/0@")));
@@ -199,7 +259,13 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_partition_moves_on(
     }
     let d422 = &dead[3];
     assert_eq!(d422.header("orceum.status"), Some(&b"422"[..]));
-    assert!(!d422.header("orceum.response").unwrap_or_default().is_empty(), "response excerpt kept");
+    assert!(
+        !d422
+            .header("orceum.response")
+            .unwrap_or_default()
+            .is_empty(),
+        "response excerpt kept"
+    );
     let metrics = bridge.metrics_text();
     assert_eq!(counter(&metrics, "orceum_bridge_dead_letters_total", ""), 4);
     assert_eq!(seen(&sandbox).duplicates(), 0);
@@ -219,7 +285,11 @@ async fn a_rate_limited_app_keeps_its_rate_and_never_holds_back_another_app() {
         } else {
             ("b", format!("inst_b{}", i % 50))
         };
-        records.push((None, format!(r#"{{"app":"{app}","inst":"{inst}","seq":{i}}}"#).into_bytes(), Some(0)));
+        records.push((
+            None,
+            format!(r#"{{"app":"{app}","inst":"{inst}","seq":{i}}}"#).into_bytes(),
+            Some(0),
+        ));
     }
     produce(&topic, records).await;
     let (sandbox, _stop) = start_sandbox(Faults::default()).await;
@@ -242,7 +312,11 @@ async fn a_rate_limited_app_keeps_its_rate_and_never_holds_back_another_app() {
     );
     let bridge = spawn_bridge(&yaml);
     let all = wait_until(Duration::from_secs(180), || seen(&sandbox).unique() >= 2100).await;
-    assert!(all, "only {} of 2100 events arrived", seen(&sandbox).unique());
+    assert!(
+        all,
+        "only {} of 2100 events arrived",
+        seen(&sandbox).unique()
+    );
 
     let events = sandbox.events();
     let times = |app: &str| -> Vec<f64> {
@@ -259,14 +333,22 @@ async fn a_rate_limited_app_keeps_its_rate_and_never_holds_back_another_app() {
         for j in i..a.len() {
             let window = a[j] - a[i];
             let allowed = burst + rate * window + 1.0;
-            assert!(((j - i + 1) as f64) <= allowed, "app a sent {} events in {window:.3}s (allowed {allowed:.1})", j - i + 1);
+            assert!(
+                ((j - i + 1) as f64) <= allowed,
+                "app a sent {} events in {window:.3}s (allowed {allowed:.1})",
+                j - i + 1
+            );
         }
     }
     // App b finished before app a had delivered three quarters of its events.
     let b_done = b.iter().cloned().fold(f64::MIN, f64::max);
     let a_75 = a[74];
-    eprintln!("app b done at +{:.2}s, app a at 75% at +{:.2}s, a done at +{:.2}s",
-        b_done - a[0], a_75 - a[0], a[99] - a[0]);
+    eprintln!(
+        "app b done at +{:.2}s, app a at 75% at +{:.2}s, a done at +{:.2}s",
+        b_done - a[0],
+        a_75 - a[0],
+        a[99] - a[0]
+    );
     assert!(b_done < a_75, "app b waited for rate-limited app a");
     bridge.stop().await;
 }

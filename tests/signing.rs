@@ -68,7 +68,10 @@ fn signature_matches_openssl_and_the_request_is_exactly_as_specified() {
         format!("sha256={}", openssl_hmac(SECRET, &body))
     );
     let ts = headers["X-Timestamp"];
-    assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok() && ts.ends_with('Z'), "{ts}");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(ts).is_ok() && ts.ends_with('Z'),
+        "{ts}"
+    );
     assert_eq!(req.body, body, "the signed bytes are the sent bytes");
 }
 
@@ -94,6 +97,13 @@ async fn the_sandbox_accepts_what_the_client_sends() {
     // A wrong secret is refused with 401.
     let mut wrong = app();
     wrong.secret = AppSecret::fixed("whs_wrong");
-    assert_eq!(client.push(&wrong, &fixed_event().to_body()).await.unwrap().status, 401);
+    assert_eq!(
+        client
+            .push(&wrong, &fixed_event().to_body())
+            .await
+            .unwrap()
+            .status,
+        401
+    );
     stop.cancel();
 }

@@ -29,7 +29,9 @@ pub mod optional {
         if text.trim().eq_ignore_ascii_case("none") {
             return Ok(None);
         }
-        super::parse(&text).map(Some).map_err(serde::de::Error::custom)
+        super::parse(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -78,7 +78,11 @@ impl Bridge {
     }
 
     /// The routes reading `topic` from `source`.
-    pub fn routes_for<'a>(&'a self, source: &'a str, topic: &'a str) -> impl Iterator<Item = &'a Arc<Route>> + 'a {
+    pub fn routes_for<'a>(
+        &'a self,
+        source: &'a str,
+        topic: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<Route>> + 'a {
         self.routes
             .iter()
             .filter(move |r| r.source == source && r.topics.iter().any(|t| t == topic))
@@ -179,7 +183,10 @@ pub fn validate_with(
                 ));
             }
             if rl.burst == Some(0) {
-                errors.push(ConfigError::new(format!("{path}.rate_limit.burst"), "must be at least 1"));
+                errors.push(ConfigError::new(
+                    format!("{path}.rate_limit.burst"),
+                    "must be at least 1",
+                ));
             }
         }
         match AppSecret::resolve_with(&app.secret, env) {
@@ -211,10 +218,16 @@ pub fn validate_with(
                     ));
                 }
                 if k.group_id.trim().is_empty() {
-                    errors.push(ConfigError::new(format!("sources.{name}.kafka.group_id"), "must not be empty"));
+                    errors.push(ConfigError::new(
+                        format!("sources.{name}.kafka.group_id"),
+                        "must not be empty",
+                    ));
                 }
                 for key in k.properties.keys() {
-                    if matches!(key.as_str(), "enable.auto.commit" | "group.id" | "bootstrap.servers") {
+                    if matches!(
+                        key.as_str(),
+                        "enable.auto.commit" | "group.id" | "bootstrap.servers"
+                    ) {
                         errors.push(ConfigError::new(
                             format!("sources.{name}.kafka.properties.{key}"),
                             "is set by the bridge (auto-commit stays off for at-least-once; use group_id / bootstrap_servers)",
@@ -237,17 +250,27 @@ pub fn validate_with(
     for (i, r) in file.routes.iter().enumerate() {
         let path = format!("routes[{i}]");
         if r.name.trim().is_empty() {
-            errors.push(ConfigError::new(format!("{path}.name"), "must not be empty"));
+            errors.push(ConfigError::new(
+                format!("{path}.name"),
+                "must not be empty",
+            ));
         } else if !names.insert(r.name.clone()) {
             errors.push(ConfigError::new(
                 format!("{path}.name"),
-                format!("{:?} is used by an earlier route; route names must be unique", r.name),
+                format!(
+                    "{:?} is used by an earlier route; route names must be unique",
+                    r.name
+                ),
             ));
         }
         match file.sources.get(&r.source) {
             None => errors.push(ConfigError::new(
                 format!("{path}.source"),
-                format!("{:?} is not a source; defined: {}", r.source, keys(&file.sources)),
+                format!(
+                    "{:?} is not a source; defined: {}",
+                    r.source,
+                    keys(&file.sources)
+                ),
             )),
             Some(SourceConfig::Kafka(_)) => {
                 if r.subjects.is_some() || r.jetstream.is_some() {
@@ -278,21 +301,39 @@ pub fn validate_with(
             .and_then(|f| compile(&mut errors, format!("{path}.filter"), f));
         let e = &r.event;
         let ep = format!("{path}.event");
-        let installation_id = compile(&mut errors, format!("{ep}.installation_id"), &e.installation_id);
+        let installation_id = compile(
+            &mut errors,
+            format!("{ep}.installation_id"),
+            &e.installation_id,
+        );
         let event_type = compile(&mut errors, format!("{ep}.event_type"), &e.event_type);
         let event_data = compile(&mut errors, format!("{ep}.event_data"), &e.event_data);
         let mut optional = |field: &str, code: &Option<String>| -> Result<Option<JqTemplate>, ()> {
             match code {
                 None => Ok(None),
-                Some(c) => compile(&mut errors, format!("{ep}.{field}"), c).map(Some).ok_or(()),
+                Some(c) => compile(&mut errors, format!("{ep}.{field}"), c)
+                    .map(Some)
+                    .ok_or(()),
             }
         };
         let timestamp = optional("timestamp", &e.timestamp);
         let priority = optional("priority", &e.priority);
         let metadata = optional("metadata", &e.metadata);
-        if let (Some(installation_id), Some(event_type), Some(event_data), Ok(timestamp), Ok(priority), Ok(metadata)) =
-            (installation_id, event_type, event_data, timestamp, priority, metadata)
-        {
+        if let (
+            Some(installation_id),
+            Some(event_type),
+            Some(event_data),
+            Ok(timestamp),
+            Ok(priority),
+            Ok(metadata),
+        ) = (
+            installation_id,
+            event_type,
+            event_data,
+            timestamp,
+            priority,
+            metadata,
+        ) {
             routes.push(Arc::new(Route {
                 name: r.name.clone(),
                 source: r.source.clone(),
@@ -314,10 +355,16 @@ pub fn validate_with(
 
     let d = &file.delivery;
     if d.max_in_flight == 0 {
-        errors.push(ConfigError::new("delivery.max_in_flight", "must be at least 1"));
+        errors.push(ConfigError::new(
+            "delivery.max_in_flight",
+            "must be at least 1",
+        ));
     }
     if d.max_in_flight_per_partition == Some(0) {
-        errors.push(ConfigError::new("delivery.max_in_flight_per_partition", "must be at least 1"));
+        errors.push(ConfigError::new(
+            "delivery.max_in_flight_per_partition",
+            "must be at least 1",
+        ));
     }
     if d.retry.initial_backoff.is_zero() || d.retry.initial_backoff > d.retry.max_backoff {
         errors.push(ConfigError::new(
@@ -326,23 +373,40 @@ pub fn validate_with(
         ));
     }
     if d.commit_interval.is_zero() {
-        errors.push(ConfigError::new("delivery.commit_interval", "must be more than 0"));
+        errors.push(ConfigError::new(
+            "delivery.commit_interval",
+            "must be more than 0",
+        ));
     }
     match &d.dead_letter {
         Some(DeadLetterConfig::Kafka(k)) => {
             if !matches!(file.sources.get(&k.source), Some(SourceConfig::Kafka(_))) {
                 errors.push(ConfigError::new(
                     "delivery.dead_letter.kafka.source",
-                    format!("{:?} is not a kafka source; defined: {}", k.source, keys(&file.sources)),
+                    format!(
+                        "{:?} is not a kafka source; defined: {}",
+                        k.source,
+                        keys(&file.sources)
+                    ),
                 ));
             }
             if k.topic.trim().is_empty() {
-                errors.push(ConfigError::new("delivery.dead_letter.kafka.topic", "must not be empty"));
-            }
-            if file.routes.iter().any(|r| r.source == k.source && r.topics.iter().flatten().any(|t| *t == k.topic)) {
                 errors.push(ConfigError::new(
                     "delivery.dead_letter.kafka.topic",
-                    format!("{:?} is also read by a route: dead letters would loop", k.topic),
+                    "must not be empty",
+                ));
+            }
+            if file
+                .routes
+                .iter()
+                .any(|r| r.source == k.source && r.topics.iter().flatten().any(|t| *t == k.topic))
+            {
+                errors.push(ConfigError::new(
+                    "delivery.dead_letter.kafka.topic",
+                    format!(
+                        "{:?} is also read by a route: dead letters would loop",
+                        k.topic
+                    ),
                 ));
             }
         }
@@ -352,10 +416,18 @@ pub fn validate_with(
         )),
         None => {}
     }
-    if file.observability.listen.parse::<std::net::SocketAddr>().is_err() {
+    if file
+        .observability
+        .listen
+        .parse::<std::net::SocketAddr>()
+        .is_err()
+    {
         errors.push(ConfigError::new(
             "observability.listen",
-            format!("{:?} is not an address like 0.0.0.0:9464", file.observability.listen),
+            format!(
+                "{:?} is not an address like 0.0.0.0:9464",
+                file.observability.listen
+            ),
         ));
     }
 
@@ -385,7 +457,10 @@ fn check_base_url(o: &OrceumConfig, errors: &mut Vec<ConfigError>) {
     let url = match reqwest::Url::parse(&o.base_url) {
         Ok(u) => u,
         Err(e) => {
-            errors.push(ConfigError::new("orceum.base_url", format!("{:?} is not a URL: {e}", o.base_url)));
+            errors.push(ConfigError::new(
+                "orceum.base_url",
+                format!("{:?} is not a URL: {e}", o.base_url),
+            ));
             return;
         }
     };
@@ -456,7 +531,15 @@ delivery: { retry: { max_elapsed: none } }
             .replace("app: tasks", "app: nope");
         let errs = load_str(&bad, "t.yaml", env).unwrap_err().errors;
         let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, ["apps.tasks.secret", "routes[0].app", "routes[0].event.event_data"], "{errs:?}");
+        assert_eq!(
+            paths,
+            [
+                "apps.tasks.secret",
+                "routes[0].app",
+                "routes[0].event.event_data"
+            ],
+            "{errs:?}"
+        );
     }
 
     #[test]

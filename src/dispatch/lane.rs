@@ -31,7 +31,9 @@ impl AppLane {
         let limiter = app.rate_limit.and_then(|rl| {
             let rate = NonZeroU32::new(rl.per_second)?;
             let burst = rl.burst.and_then(NonZeroU32::new).unwrap_or(rate);
-            Some(RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)))
+            Some(RateLimiter::direct(
+                Quota::per_second(rate).allow_burst(burst),
+            ))
         });
         Self {
             app,

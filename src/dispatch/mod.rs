@@ -118,7 +118,8 @@ impl DeliveryContext {
                         .with_label_values(&[&app.name, job.priority.as_str()])
                         .inc();
                     if let Some(ts) = job.msg.timestamp {
-                        let secs = (chrono::Utc::now() - ts).num_milliseconds().max(0) as f64 / 1000.0;
+                        let secs =
+                            (chrono::Utc::now() - ts).num_milliseconds().max(0) as f64 / 1000.0;
                         self.metrics
                             .end_to_end_latency
                             .with_label_values(&[&app.name])
@@ -140,7 +141,8 @@ impl DeliveryContext {
                         tracing::error!(app = %app.name, app_id = %app.app_id, route = %job.route.name,
                             source = %job.msg.origin.coordinates(), attempts,
                             "Orceum answered 401: the app's secret or signature is wrong; retrying until the secret is fixed");
-                    } else if let Err(e) = &result {
+                    } else if let (Err(e), true) = (&result, attempts == 1 || attempts % 20 == 0) {
+                        // First failure and every 20th: an outage must not flood the logs.
                         tracing::warn!(app = %app.name, source = %job.msg.origin.coordinates(), attempts, error = %e, "push failed; will retry");
                     } else {
                         tracing::debug!(app = %app.name, source = %job.msg.origin.coordinates(), attempts, reason = %reason, "push will be retried");
@@ -155,8 +157,15 @@ impl DeliveryContext {
                                 "gave up after {attempts} attempts in {:?} (delivery.retry.max_elapsed); last: {reason}",
                                 started.elapsed()
                             );
-                            self.dead_letter_job(job, "retries_exhausted", reason, status, excerpt, attempts)
-                                .await;
+                            self.dead_letter_job(
+                                job,
+                                "retries_exhausted",
+                                reason,
+                                status,
+                                excerpt,
+                                attempts,
+                            )
+                            .await;
                             return;
                         }
                     }
@@ -178,7 +187,8 @@ impl DeliveryContext {
                         Ok(r) => (Some(r.status), Some(r.excerpt.clone())),
                         Err(_) => (None, None),
                     };
-                    self.dead_letter_job(job, &kind, reason, status, excerpt, attempts).await;
+                    self.dead_letter_job(job, &kind, reason, status, excerpt, attempts)
+                        .await;
                     return;
                 }
                 Outcome::Skipped { .. } => {
@@ -198,7 +208,15 @@ impl DeliveryContext {
         excerpt: Option<String>,
         attempts: u32,
     ) {
-        let record = record_for(&job.route.name, &job.msg, kind, reason, status, excerpt, attempts);
+        let record = record_for(
+            &job.route.name,
+            &job.msg,
+            kind,
+            reason,
+            status,
+            excerpt,
+            attempts,
+        );
         self.write_dead_letter(record, job.part).await;
     }
 
@@ -331,7 +349,8 @@ impl Dispatcher {
                 Mapped::Rejected(rej) => {
                     let record = record_for(&route.name, &msg, rej.kind, rej.reason, None, None, 0);
                     let ctx = self.ctx.clone();
-                    self.ctx.spawn(async move { ctx.write_dead_letter(record, part).await });
+                    self.ctx
+                        .spawn(async move { ctx.write_dead_letter(record, part).await });
                 }
             }
         }

@@ -85,14 +85,42 @@ mod tests {
         let retryable = [408, 429, 500, 502, 503, 504];
         assert_eq!(classify(&status(200), &retryable), Outcome::Delivered);
         assert_eq!(classify(&status(202), &retryable), Outcome::Delivered);
-        assert!(matches!(classify(&status(429), &retryable), Outcome::Retry { pause_app: true, after: Some(_), .. }));
-        assert!(matches!(classify(&status(503), &retryable), Outcome::Retry { pause_app: false, .. }));
-        assert!(matches!(classify(&status(408), &retryable), Outcome::Retry { .. }));
-        assert!(matches!(classify(&status(401), &retryable), Outcome::Retry { ref reason, .. } if reason == "unauthorized"));
-        assert!(matches!(classify(&status(404), &retryable), Outcome::DeadLetter { ref kind, .. } if kind == "http_404"));
-        assert!(matches!(classify(&status(422), &retryable), Outcome::DeadLetter { .. }));
-        assert!(matches!(classify(&status(400), &retryable), Outcome::DeadLetter { .. }));
+        assert!(matches!(
+            classify(&status(429), &retryable),
+            Outcome::Retry {
+                pause_app: true,
+                after: Some(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(&status(503), &retryable),
+            Outcome::Retry {
+                pause_app: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(&status(408), &retryable),
+            Outcome::Retry { .. }
+        ));
+        assert!(
+            matches!(classify(&status(401), &retryable), Outcome::Retry { ref reason, .. } if reason == "unauthorized")
+        );
+        assert!(
+            matches!(classify(&status(404), &retryable), Outcome::DeadLetter { ref kind, .. } if kind == "http_404")
+        );
+        assert!(matches!(
+            classify(&status(422), &retryable),
+            Outcome::DeadLetter { .. }
+        ));
+        assert!(matches!(
+            classify(&status(400), &retryable),
+            Outcome::DeadLetter { .. }
+        ));
         let timeout = Err(PushError::Timeout { url: "u".into() });
-        assert!(matches!(classify(&timeout, &retryable), Outcome::Retry { ref reason, .. } if reason == "timeout"));
+        assert!(
+            matches!(classify(&timeout, &retryable), Outcome::Retry { ref reason, .. } if reason == "timeout")
+        );
     }
 }

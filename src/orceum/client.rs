@@ -51,10 +51,14 @@ impl PreparedRequest {
 
 /// Builds the URL, headers and signature for `body`, stamped now.
 pub fn prepare(base_url: &str, app: &App, body: Vec<u8>) -> PreparedRequest {
-    let url = format!("{}/apps/{}/events", base_url.trim_end_matches('/'), app.app_id);
-    let (secret, signature) =
-        app.secret
-            .with_exposed(|s| (s.to_string(), signature_header(s.as_bytes(), &body)));
+    let url = format!(
+        "{}/apps/{}/events",
+        base_url.trim_end_matches('/'),
+        app.app_id
+    );
+    let (secret, signature) = app
+        .secret
+        .with_exposed(|s| (s.to_string(), signature_header(s.as_bytes(), &body)));
     PreparedRequest {
         url,
         headers: vec![
@@ -139,7 +143,11 @@ impl OrceumClient {
             builder = builder.header(*k, v);
         }
         let url = req.url.clone();
-        let resp = builder.body(req.body).send().await.map_err(|e| classify(&url, &e))?;
+        let resp = builder
+            .body(req.body)
+            .send()
+            .await
+            .map_err(|e| classify(&url, &e))?;
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
@@ -231,7 +239,12 @@ mod tests {
         let names: Vec<_> = req.headers.iter().map(|(k, _)| *k).collect();
         assert_eq!(
             names,
-            ["Content-Type", "X-Orceum-Webhook-Secret", "X-Hub-Signature-256", "X-Timestamp"]
+            [
+                "Content-Type",
+                "X-Orceum-Webhook-Secret",
+                "X-Hub-Signature-256",
+                "X-Timestamp"
+            ]
         );
         assert_eq!(
             req.headers[2].1,

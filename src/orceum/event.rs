@@ -114,7 +114,12 @@ mod tests {
                 .unwrap(),
             timestamp: "2024-01-15T12:00:00Z".into(),
             priority: Priority::Normal,
-            metadata: Some(json!({"source": "kafka:tasks/2@1834"}).as_object().cloned().unwrap()),
+            metadata: Some(
+                json!({"source": "kafka:tasks/2@1834"})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            ),
         };
         assert_eq!(
             String::from_utf8(ev.to_body()).unwrap(),
@@ -143,6 +148,9 @@ mod tests {
     #[test]
     fn priority_parses_only_the_four_values() {
         assert_eq!("high".parse::<Priority>().unwrap(), Priority::High);
-        assert!("urgent".parse::<Priority>().unwrap_err().contains("low|normal|high|critical"));
+        assert!("urgent"
+            .parse::<Priority>()
+            .unwrap_err()
+            .contains("low|normal|high|critical"));
     }
 }

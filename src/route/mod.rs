@@ -62,6 +62,9 @@ pub enum Mapped {
     Rejected(Rejection),
 }
 
+/// Runs one field's expression on the current message: `(field path, template) → value`.
+type FieldRunner<'a> = dyn Fn(&str, &JqTemplate) -> Result<Option<Value>, Rejection> + 'a;
+
 /// The message body parsed once, shared by every route that reads its topic.
 pub enum Parsed {
     Json(Value),
@@ -146,17 +149,14 @@ impl Route {
         }
     }
 
-    fn build_event(
-        &self,
-        msg: &Message,
-        run: &dyn Fn(&str, &JqTemplate) -> Result<Option<Value>, Rejection>,
-    ) -> Result<OrceumEvent, Rejection> {
+    fn build_event(&self, msg: &Message, run: &FieldRunner<'_>) -> Result<OrceumEvent, Rejection> {
         let t = &self.event;
         let installation_id = non_empty_string(
             "event.installation_id",
             run("event.installation_id", &t.installation_id)?,
         )?;
-        let event_type = non_empty_string("event.event_type", run("event.event_type", &t.event_type)?)?;
+        let event_type =
+            non_empty_string("event.event_type", run("event.event_type", &t.event_type)?)?;
         let event_data = match run("event.event_data", &t.event_data)? {
             Some(Value::Object(map)) => map,
             other => {
@@ -316,30 +316,49 @@ mod tests {
     fn bad_priority_missing_id_and_wrong_types_are_rejected_with_the_field() {
         let r = route(Some("\"urgent\""), None);
         let base = json!({"id": "t1", "title": "x", "user": {"installation_id": "inst_1"}});
-        let Mapped::Rejected(rej) = map(&r, base.clone()) else { panic!() };
+        let Mapped::Rejected(rej) = map(&r, base.clone()) else {
+            panic!()
+        };
         assert_eq!(rej.kind, "invalid_field");
         assert!(rej.reason.starts_with("event.priority:"), "{}", rej.reason);
 
         let r = route(None, None);
-        let Mapped::Rejected(rej) = map(&r, json!({"id": 1, "title": "x"})) else { panic!() };
-        assert!(rej.reason.contains("event.installation_id: must be a non-empty string, got null"), "{}", rej.reason);
+        let Mapped::Rejected(rej) = map(&r, json!({"id": 1, "title": "x"})) else {
+            panic!()
+        };
+        assert!(
+            rej.reason
+                .contains("event.installation_id: must be a non-empty string, got null"),
+            "{}",
+            rej.reason
+        );
     }
 
     #[test]
     fn filter_false_skips_and_filter_error_rejects() {
         let r = route(None, Some(".status == \"done\""));
         assert!(matches!(
-            map(&r, json!({"status": "open", "user": {"installation_id": "i"}})),
+            map(
+                &r,
+                json!({"status": "open", "user": {"installation_id": "i"}})
+            ),
             Mapped::Skipped(_)
         ));
         let r = route(None, Some(".status + 1"));
-        assert!(matches!(map(&r, json!({"status": "open"})), Mapped::Rejected(_)));
+        assert!(matches!(
+            map(&r, json!({"status": "open"})),
+            Mapped::Rejected(_)
+        ));
     }
 
     #[test]
     fn non_json_and_oversized_payloads_are_rejected_before_templates() {
-        assert!(matches!(parse_payload(b"not json", 100), Parsed::Invalid(r) if r.kind == "not_json"));
-        assert!(matches!(parse_payload(&[0xff, 0xfe], 100), Parsed::Invalid(r) if r.kind == "not_utf8"));
+        assert!(
+            matches!(parse_payload(b"not json", 100), Parsed::Invalid(r) if r.kind == "not_json")
+        );
+        assert!(
+            matches!(parse_payload(&[0xff, 0xfe], 100), Parsed::Invalid(r) if r.kind == "not_utf8")
+        );
         assert!(matches!(parse_payload(b"{}", 1), Parsed::Invalid(r) if r.kind == "too_large"));
         assert!(matches!(parse_payload(b"", 10), Parsed::Invalid(_)));
     }

@@ -16,7 +16,7 @@
 //! - on shutdown: fetching stops, in-flight work drains until the deadline, the final prefix is
 //!   committed, the member leaves the group.
 
-use super::{Acknowledge, AckHandle, Final, Message, Origin};
+use super::{AckHandle, Acknowledge, Final, Message, Origin};
 use crate::commit::offsets::OffsetTracker;
 use crate::config::KafkaSourceConfig;
 use crate::dispatch::Dispatcher;
@@ -178,7 +178,9 @@ impl ClientContext for Ctx {
             RDKafkaLogLevel::Warning => {
                 tracing::warn!(source = %self.source_name, facility = fac, "librdkafka: {log_message}")
             }
-            _ => tracing::debug!(source = %self.source_name, facility = fac, "librdkafka: {log_message}"),
+            _ => {
+                tracing::debug!(source = %self.source_name, facility = fac, "librdkafka: {log_message}")
+            }
         }
     }
 
@@ -323,8 +325,8 @@ fn apply_flow_control(ctx: &Ctx, consumer: &BaseConsumer<Ctx>) {
         let mut book = ctx.book.lock();
         let global_full = book.uncommitted() >= ctx.limits.max_in_flight;
         for (tp, p) in book.parts.iter_mut() {
-            let full = global_full
-                || p.tracker.uncommitted() >= ctx.limits.max_in_flight_per_partition;
+            let full =
+                global_full || p.tracker.uncommitted() >= ctx.limits.max_in_flight_per_partition;
             if full && !p.paused {
                 let _ = pause.add_partition(&tp.0, tp.1);
                 p.paused = true;

@@ -42,7 +42,13 @@ fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     g
 }
 
-fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
     let h = HistogramVec::new(
         HistogramOpts::new(format!("orceum_bridge_{name}"), help).buckets(buckets),
         labels,
@@ -58,7 +64,12 @@ impl Metrics {
         let latency = vec![
             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
         ];
-        let build = gauge(&r, "build_info", "Build information; always 1.", &["version"]);
+        let build = gauge(
+            &r,
+            "build_info",
+            "Build information; always 1.",
+            &["version"],
+        );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let rate_limit_wait = prometheus::CounterVec::new(
             Opts::new(
@@ -85,20 +96,82 @@ impl Metrics {
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
         let _ = r.register(Box::new(last_commit_latency.clone()));
         Self {
-            messages_received: counter(&r, "messages_received_total", "Messages read from a source.", &["source", "topic"]),
-            events_delivered: counter(&r, "events_delivered_total", "Events Orceum accepted (2xx).", &["app", "priority"]),
-            push_requests: counter(&r, "push_requests_total", "Push requests by HTTP status (\"error\" for no response).", &["app", "status"]),
-            push_duration: histogram(&r, "push_duration_seconds", "Duration of one push request.", &["app"], latency.clone()),
-            retries: counter(&r, "retries_total", "Push attempts that will be retried, by reason.", &["app", "reason"]),
-            dead_letters: counter(&r, "dead_letters_total", "Messages dead-lettered, by reason.", &["route", "reason"]),
-            skipped: counter(&r, "skipped_total", "Messages committed without a push (filter false, no route).", &["route", "reason"]),
+            messages_received: counter(
+                &r,
+                "messages_received_total",
+                "Messages read from a source.",
+                &["source", "topic"],
+            ),
+            events_delivered: counter(
+                &r,
+                "events_delivered_total",
+                "Events Orceum accepted (2xx).",
+                &["app", "priority"],
+            ),
+            push_requests: counter(
+                &r,
+                "push_requests_total",
+                "Push requests by HTTP status (\"error\" for no response).",
+                &["app", "status"],
+            ),
+            push_duration: histogram(
+                &r,
+                "push_duration_seconds",
+                "Duration of one push request.",
+                &["app"],
+                latency.clone(),
+            ),
+            retries: counter(
+                &r,
+                "retries_total",
+                "Push attempts that will be retried, by reason.",
+                &["app", "reason"],
+            ),
+            dead_letters: counter(
+                &r,
+                "dead_letters_total",
+                "Messages dead-lettered, by reason.",
+                &["route", "reason"],
+            ),
+            skipped: counter(
+                &r,
+                "skipped_total",
+                "Messages committed without a push (filter false, no route).",
+                &["route", "reason"],
+            ),
             rate_limit_wait,
-            in_flight: gauge(&r, "in_flight_events", "Events waiting for or in a push, per app.", &["app"]),
+            in_flight: gauge(
+                &r,
+                "in_flight_events",
+                "Events waiting for or in a push, per app.",
+                &["app"],
+            ),
             uncommitted,
-            committed_offset: gauge(&r, "kafka_committed_offset", "Last committed offset.", &["topic", "partition"]),
-            consumer_lag: gauge(&r, "kafka_consumer_lag", "High watermark minus committed offset.", &["topic", "partition"]),
-            end_to_end_latency: histogram(&r, "end_to_end_latency_seconds", "From the source timestamp to Orceum's 2xx.", &["app"], latency),
-            commit_failures: counter(&r, "commit_failures_total", "Offset commits that failed (retried on the next commit).", &["source"]),
+            committed_offset: gauge(
+                &r,
+                "kafka_committed_offset",
+                "Last committed offset.",
+                &["topic", "partition"],
+            ),
+            consumer_lag: gauge(
+                &r,
+                "kafka_consumer_lag",
+                "High watermark minus committed offset.",
+                &["topic", "partition"],
+            ),
+            end_to_end_latency: histogram(
+                &r,
+                "end_to_end_latency_seconds",
+                "From the source timestamp to Orceum's 2xx.",
+                &["app"],
+                latency,
+            ),
+            commit_failures: counter(
+                &r,
+                "commit_failures_total",
+                "Offset commits that failed (retried on the next commit).",
+                &["source"],
+            ),
             last_commit_latency,
             registry: r,
         }

