@@ -64,6 +64,8 @@ pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("fetch.max.bytes", "8388608"),
     ("session.timeout.ms", "45000"),
     ("client.id", "orceum-bridge"),
+    // Feeds orceum_bridge_kafka_consumer_lag.
+    ("statistics.interval.ms", "5000"),
 ];
 
 /// The `properties:` map as librdkafka strings; nested values are refused.
@@ -184,6 +186,23 @@ impl ClientContext for Ctx {
         }
     }
 
+    /// librdkafka's statistics carry the consumer lag per partition (high watermark minus
+    /// committed offset): the signal to alert and autoscale on.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition < 0 || p.consumer_lag < 0 {
+                    continue;
+                }
+                let partition = partition.to_string();
+                self.metrics
+                    .consumer_lag
+                    .with_label_values(&[topic.as_str(), partition.as_str()])
+                    .set(p.consumer_lag);
+            }
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(source = %self.source_name, error = %error, "kafka client error: {reason}");
     }
@@ -261,6 +280,11 @@ impl Ctx {
         let mut book = self.book.lock();
         for tp in revoked {
             book.parts.remove(tp);
+            let partition = tp.1.to_string();
+            let _ = self
+                .metrics
+                .consumer_lag
+                .remove_label_values(&[tp.0.as_ref(), partition.as_str()]);
         }
         tracing::info!(source = %self.source_name, partitions = revoked.len(), "partitions revoked");
     }
