@@ -49,11 +49,41 @@ pub enum DeadLetterError {
     Write { topic: String, reason: String },
 }
 
+impl DeadLetterRecord {
+    /// The `orceum.*` headers that say why, in the order they are written.
+    pub fn describing_headers(&self) -> Vec<(&'static str, String)> {
+        let mut h = vec![
+            (header::REASON, self.reason.clone()),
+            (header::REASON_KIND, self.kind.clone()),
+            (header::ROUTE, self.route.clone()),
+            (header::SOURCE, self.coordinates.clone()),
+        ];
+        if let Some(s) = self.status {
+            h.push((header::STATUS, s.to_string()));
+        }
+        if let Some(r) = &self.response_excerpt {
+            h.push((header::RESPONSE, r.clone()));
+        }
+        h.push((header::ATTEMPTS, self.attempts.to_string()));
+        h.push((
+            header::FAILED_AT,
+            crate::orceum::event::format_timestamp(chrono::Utc::now()),
+        ));
+        h
+    }
+}
+
 /// The configured destination.
 pub enum DeadLetterSink {
     Kafka {
         producer: FutureProducer,
         topic: String,
+    },
+    /// A subject captured by a JetStream stream; each write waits for the stream's ack.
+    Nats {
+        // Boxed: the JetStream context is large next to the other variants.
+        jetstream: Box<async_nats::jetstream::Context>,
+        subject: String,
     },
     /// No destination: log and count.
     Log { log_payloads: bool },
@@ -105,10 +135,32 @@ impl DeadLetterSink {
                 }
                 Ok(())
             }
+            DeadLetterSink::Nats { jetstream, subject } => {
+                let mut headers = async_nats::HeaderMap::new();
+                for (k, v) in &rec.headers {
+                    if let Some(v) = v {
+                        headers.append(k.as_str(), String::from_utf8_lossy(v).as_ref());
+                    }
+                }
+                for (k, v) in rec.describing_headers() {
+                    headers.insert(k, v.as_str());
+                }
+                let write = |reason: String| DeadLetterError::Write {
+                    topic: subject.clone(),
+                    reason,
+                };
+                let ack = jetstream
+                    .publish_with_headers(subject.clone(), headers, rec.payload.clone().into())
+                    .await
+                    .map_err(|e| write(e.to_string()))?;
+                ack.await.map_err(|e| {
+                    write(format!(
+                        "{e} (is the subject captured by a JetStream stream?)"
+                    ))
+                })?;
+                Ok(())
+            }
             DeadLetterSink::Kafka { producer, topic } => {
-                let status = rec.status.map(|s| s.to_string());
-                let attempts = rec.attempts.to_string();
-                let failed_at = crate::orceum::event::format_timestamp(chrono::Utc::now());
                 let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len() + 8);
                 for (k, v) in &rec.headers {
                     headers = headers.insert(Header {
@@ -116,21 +168,12 @@ impl DeadLetterSink {
                         value: v.as_deref(),
                     });
                 }
-                let add = |h: OwnedHeaders, k: &str, v: Option<&str>| match v {
-                    Some(v) => h.insert(Header {
+                for (k, v) in rec.describing_headers() {
+                    headers = headers.insert(Header {
                         key: k,
                         value: Some(v.as_bytes()),
-                    }),
-                    None => h,
-                };
-                headers = add(headers, header::REASON, Some(&rec.reason));
-                headers = add(headers, header::REASON_KIND, Some(&rec.kind));
-                headers = add(headers, header::ROUTE, Some(&rec.route));
-                headers = add(headers, header::SOURCE, Some(&rec.coordinates));
-                headers = add(headers, header::STATUS, status.as_deref());
-                headers = add(headers, header::RESPONSE, rec.response_excerpt.as_deref());
-                headers = add(headers, header::ATTEMPTS, Some(&attempts));
-                headers = add(headers, header::FAILED_AT, Some(&failed_at));
+                    });
+                }
                 let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
                     .payload(rec.payload.as_slice())
                     .headers(headers);
@@ -152,6 +195,7 @@ impl DeadLetterSink {
     pub fn describe(&self) -> String {
         match self {
             DeadLetterSink::Kafka { topic, .. } => format!("kafka topic {topic}"),
+            DeadLetterSink::Nats { subject, .. } => format!("nats subject {subject}"),
             DeadLetterSink::Log { .. } => "log only".into(),
         }
     }

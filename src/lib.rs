@@ -36,6 +36,7 @@ use dead_letter::DeadLetterSink;
 use dispatch::{DeliveryContext, Dispatcher};
 use orceum::client::OrceumClient;
 use source::kafka::{KafkaSource, Limits};
+use source::nats::NatsSource;
 use std::sync::Arc;
 use std::time::Duration;
 use telemetry::health::Readiness;
@@ -56,6 +57,8 @@ pub enum RunError {
     DeadLetter(#[from] dead_letter::DeadLetterError),
     #[error(transparent)]
     Kafka(#[from] source::kafka::KafkaSourceError),
+    #[error(transparent)]
+    Nats(#[from] source::nats::NatsSourceError),
     #[error("a source thread panicked: {0}")]
     SourcePanic(String),
 }
@@ -102,22 +105,7 @@ pub async fn run_with(
     ));
 
     let client = OrceumClient::new(&bridge.orceum.base_url, bridge.orceum.timeout)?;
-    let dead_letter = match &bridge.delivery.dead_letter {
-        Some(DeadLetterConfig::Kafka(k)) => match bridge.sources.get(&k.source) {
-            Some(SourceConfig::Kafka(kc)) => DeadLetterSink::kafka(
-                &k.source,
-                &kc.bootstrap_servers,
-                &source::kafka::properties(&k.source, kc)?,
-                &k.topic,
-            )?,
-            _ => DeadLetterSink::Log {
-                log_payloads: bridge.observability.log_payloads,
-            },
-        },
-        _ => DeadLetterSink::Log {
-            log_payloads: bridge.observability.log_payloads,
-        },
-    };
+    let dead_letter = dead_letter_sink(&bridge).await?;
     let abandon = CancellationToken::new();
     let ctx = Arc::new(DeliveryContext::new(
         client,
@@ -132,42 +120,66 @@ pub async fn run_with(
     let secrets = spawn_secret_refresh(&bridge, shutdown.clone());
 
     let stop = CancellationToken::new();
-    let mut threads = Vec::new();
+    let mut sources: Vec<tokio::task::JoinHandle<Result<(), RunError>>> = Vec::new();
+    let d = &bridge.delivery;
     for (name, source) in &bridge.sources {
-        let SourceConfig::Kafka(kc) = source else {
-            continue;
-        };
-        let mut topics: Vec<String> = bridge
+        let routes: Vec<Arc<route::Route>> = bridge
             .routes
             .iter()
             .filter(|r| &r.source == name)
-            .flat_map(|r| r.topics.iter().cloned())
+            .cloned()
             .collect();
-        topics.sort();
-        topics.dedup();
-        if topics.is_empty() {
+        if routes.is_empty() {
             continue;
         }
-        let d = &bridge.delivery;
-        let src = KafkaSource {
-            name: Arc::from(name.as_str()),
-            config: kc.clone(),
-            topics,
-            limits: Limits {
-                max_in_flight: d.max_in_flight,
-                max_in_flight_per_partition: d
-                    .max_in_flight_per_partition
-                    .unwrap_or(d.max_in_flight),
-                commit_interval: d.commit_interval,
-                drain_timeout: d.shutdown_timeout,
-            },
-            dispatcher: dispatcher.clone(),
-            metrics: metrics.clone(),
-            ready: readiness.register(name),
-            stop: stop.clone(),
-            abandon: abandon.clone(),
-        };
-        threads.push(src.spawn());
+        match source {
+            SourceConfig::Kafka(kc) => {
+                let mut topics: Vec<String> = routes
+                    .iter()
+                    .flat_map(|r| r.topics.iter().cloned())
+                    .collect();
+                topics.sort();
+                topics.dedup();
+                let src = KafkaSource {
+                    name: Arc::from(name.as_str()),
+                    config: kc.clone(),
+                    topics,
+                    limits: Limits {
+                        max_in_flight: d.max_in_flight,
+                        max_in_flight_per_partition: d
+                            .max_in_flight_per_partition
+                            .unwrap_or(d.max_in_flight),
+                        commit_interval: d.commit_interval,
+                        drain_timeout: d.shutdown_timeout,
+                    },
+                    dispatcher: dispatcher.clone(),
+                    metrics: metrics.clone(),
+                    ready: readiness.register(name),
+                    stop: stop.clone(),
+                    abandon: abandon.clone(),
+                };
+                let thread = src.spawn();
+                sources.push(tokio::task::spawn_blocking(move || match thread.join() {
+                    Ok(r) => r.map_err(RunError::from),
+                    Err(panic) => Err(RunError::SourcePanic(panic_text(&panic))),
+                }));
+            }
+            SourceConfig::Nats(nc) => {
+                let src = NatsSource {
+                    name: Arc::from(name.as_str()),
+                    config: nc.clone(),
+                    routes,
+                    max_in_flight: d.max_in_flight,
+                    dispatcher: dispatcher.clone(),
+                    ready: readiness.register(name),
+                    stop: stop.clone(),
+                    abandon: abandon.clone(),
+                };
+                sources.push(tokio::spawn(async move {
+                    src.run().await.map_err(RunError::from)
+                }));
+            }
+        }
     }
     started(&Running {
         metrics: metrics.clone(),
@@ -177,16 +189,12 @@ pub async fn run_with(
     tracing::info!(listen = %local_addr, summary = %bridge.summary(), "orceum-bridge running");
 
     // Wait for the shutdown signal, or for a source that stopped on its own (a fatal error).
-    let mut joins: Vec<_> = threads
-        .into_iter()
-        .map(|t| tokio::task::spawn_blocking(move || t.join()))
-        .collect();
     let mut first_error = None;
     let mut finished = None;
     tokio::select! {
         _ = shutdown.cancelled() => {}
-        (res, index, _) = futures::future::select_all(joins.iter_mut()), if !joins.is_empty() => {
-            first_error = Some(source_result(res));
+        (res, index, _) = futures::future::select_all(sources.iter_mut()), if !sources.is_empty() => {
+            first_error = Some(joined(res));
             finished = Some(index);
         }
     }
@@ -196,11 +204,11 @@ pub async fn run_with(
     tokio::pin!(deadline);
     let drained = async {
         let mut result = Ok(());
-        for (i, j) in joins.iter_mut().enumerate() {
+        for (i, j) in sources.iter_mut().enumerate() {
             if finished == Some(i) {
                 continue; // already awaited above
             }
-            if let Err(e) = source_result(j.await) {
+            if let Err(e) = joined(j.await) {
                 result = Err(e);
             }
         }
@@ -232,24 +240,47 @@ pub async fn run_with(
     }
 }
 
-fn source_result(
-    r: Result<
-        std::thread::Result<Result<(), source::kafka::KafkaSourceError>>,
-        tokio::task::JoinError,
-    >,
-) -> Result<(), RunError> {
+fn joined(r: Result<Result<(), RunError>, tokio::task::JoinError>) -> Result<(), RunError> {
     match r {
-        Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(e))) => Err(e.into()),
-        Ok(Err(panic)) => Err(RunError::SourcePanic(
-            panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default(),
-        )),
+        Ok(r) => r,
         Err(e) => Err(RunError::SourcePanic(e.to_string())),
     }
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
+/// The configured dead-letter destination, on the cluster or server of its source.
+async fn dead_letter_sink(bridge: &Bridge) -> Result<DeadLetterSink, RunError> {
+    let log = DeadLetterSink::Log {
+        log_payloads: bridge.observability.log_payloads,
+    };
+    Ok(match &bridge.delivery.dead_letter {
+        Some(DeadLetterConfig::Kafka(k)) => match bridge.sources.get(&k.source) {
+            Some(SourceConfig::Kafka(kc)) => DeadLetterSink::kafka(
+                &k.source,
+                &kc.bootstrap_servers,
+                &source::kafka::properties(&k.source, kc)?,
+                &k.topic,
+            )?,
+            _ => log,
+        },
+        Some(DeadLetterConfig::Nats(n)) => match bridge.sources.get(&n.source) {
+            Some(SourceConfig::Nats(nc)) => DeadLetterSink::Nats {
+                jetstream: Box::new(async_nats::jetstream::new(
+                    source::nats::connect(&n.source, nc, None).await?,
+                )),
+                subject: n.subject.clone(),
+            },
+            _ => log,
+        },
+        None => log,
+    })
 }
 
 /// Re-reads `{file: …}` secrets every few seconds (Kubernetes rotates mounted Secrets in place).

@@ -52,7 +52,7 @@ impl fmt::Display for Rendered {
 pub enum RenderError {
     #[error("no route named {name:?}; routes: {known}")]
     UnknownRoute { name: String, known: String },
-    #[error("--meta {0:?}: expected key=value with key one of topic, partition, offset, key, timestamp, header.NAME")]
+    #[error("--meta {0:?}: expected key=value with key one of topic, partition, offset, key, timestamp, subject, sequence, header.NAME")]
     BadMeta(String),
 }
 
@@ -78,6 +78,7 @@ pub fn render(
     let mut topic = route.topics.first().cloned().unwrap_or_default();
     let (mut partition, mut offset) = (0i32, 0i64);
     let mut key = None;
+    let mut subject: Option<String> = None;
     let mut headers = Vec::new();
     let mut timestamp = Some(chrono::Utc::now());
     for m in meta {
@@ -87,7 +88,10 @@ pub fn render(
         match k {
             "topic" => topic = v.to_string(),
             "partition" => partition = v.parse().map_err(|_| RenderError::BadMeta(m.clone()))?,
-            "offset" => offset = v.parse().map_err(|_| RenderError::BadMeta(m.clone()))?,
+            "offset" | "sequence" => {
+                offset = v.parse().map_err(|_| RenderError::BadMeta(m.clone()))?
+            }
+            "subject" => subject = Some(v.to_string()),
             "key" => key = Some(v.as_bytes().to_vec()),
             "timestamp" => {
                 timestamp = Some(
@@ -102,13 +106,28 @@ pub fn render(
             },
         }
     }
-    let msg = Message {
-        source: Arc::from(route.source.as_str()),
-        origin: Origin::Kafka {
+    let origin = if let Some(js) = &route.jetstream {
+        Origin::JetStream {
+            stream: Arc::from(js.stream.as_str()),
+            subject: subject.unwrap_or_else(|| js.filter_subject.clone().unwrap_or_default()),
+            sequence: offset.max(0) as u64,
+        }
+    } else if let Some(pattern) = route.subjects.first() {
+        Origin::Nats {
+            subject: subject.unwrap_or_else(|| pattern.clone()),
+            pattern: Arc::from(pattern.as_str()),
+        }
+    } else {
+        Origin::Kafka {
             topic: Arc::from(topic.as_str()),
             partition,
             offset,
-        },
+        }
+    };
+    let msg = Message {
+        source: Arc::from(route.source.as_str()),
+        origin,
+        route: Some(Arc::from(route.name.as_str())),
         payload: input.to_vec(),
         key,
         headers,

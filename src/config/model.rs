@@ -105,10 +105,15 @@ fn default_group_id() -> String {
     "orceum-bridge".into()
 }
 
+/// A NATS server (core subjects and JetStream).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsSourceConfig {
+    /// One or more servers, comma-separated: `nats://host:4222,nats://other:4222`.
     pub url: String,
+    /// The connection name shown by the server (`nats server report connections`).
+    #[serde(default = "default_nats_name")]
+    pub name: String,
     #[serde(default)]
     pub credentials_file: Option<PathBuf>,
     #[serde(default)]
@@ -119,6 +124,45 @@ pub struct NatsSourceConfig {
     pub user: Option<String>,
     #[serde(default)]
     pub password: Option<SecretSource>,
+    #[serde(default)]
+    pub tls: Option<NatsTlsConfig>,
+}
+
+fn default_nats_name() -> String {
+    "orceum-bridge".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsTlsConfig {
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub require_tls: bool,
+}
+
+/// A JetStream durable pull consumer with explicit acks.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JetStreamRouteConfig {
+    pub stream: String,
+    pub durable: String,
+    #[serde(default)]
+    pub filter_subject: Option<String>,
+    /// Create the consumer if it does not exist (otherwise bind to an existing one).
+    #[serde(default)]
+    pub create: bool,
+    /// How long the server waits for an ack before redelivering (when `create: true`).
+    #[serde(default = "default_ack_wait", with = "super::duration")]
+    pub ack_wait: Duration,
+}
+
+fn default_ack_wait() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// One mapping: messages from `source` (on `topics`) become events for `app`.
@@ -131,8 +175,11 @@ pub struct RouteConfig {
     pub topics: Option<Vec<String>>,
     #[serde(default)]
     pub subjects: Option<Vec<String>>,
+    /// Core NATS: several replicas with the same queue group share the subjects' messages.
     #[serde(default)]
-    pub jetstream: Option<yaml_serde::Value>,
+    pub queue_group: Option<String>,
+    #[serde(default)]
+    pub jetstream: Option<JetStreamRouteConfig>,
     pub app: String,
     #[serde(default)]
     pub filter: Option<String>,

@@ -13,14 +13,14 @@ use std::time::SystemTime;
 /// Why a secret could not be read. Never contains the secret itself.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("environment variable {0} is not set; export it with the app's whs_ secret")]
+    #[error("environment variable {0} is not set; export it with the secret")]
     EnvMissing(String),
     #[error("cannot read secret file {path}: {source}; mount the Secret there or fix the path")]
     File {
         path: String,
         source: std::io::Error,
     },
-    #[error("{origin} is empty; it must hold the app's whs_ webhook secret")]
+    #[error("{origin} is empty")]
     Empty { origin: String },
     #[error("{origin} does not start with whs_; Orceum webhook secrets look like whs_…")]
     Prefix { origin: String },
@@ -97,6 +97,32 @@ impl AppSecret {
     pub fn is_file(&self) -> bool {
         matches!(self.source, SecretSource::File(_))
     }
+}
+
+/// Reads a secret that is not an Orceum webhook secret (a NATS token or password): no prefix
+/// rule. The value is only exposed to the client library that needs it.
+pub fn read_plain(
+    source: &SecretSource,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<SecretString, SecretError> {
+    let raw = match source {
+        SecretSource::Env(name) => {
+            env(name).ok_or_else(|| SecretError::EnvMissing(name.clone()))?
+        }
+        SecretSource::File(path) => {
+            std::fs::read_to_string(path).map_err(|source| SecretError::File {
+                path: path.display().to_string(),
+                source,
+            })?
+        }
+    };
+    let value = raw.trim();
+    if value.is_empty() {
+        return Err(SecretError::Empty {
+            origin: origin(source),
+        });
+    }
+    Ok(SecretString::from(value.to_string()))
 }
 
 fn origin(source: &SecretSource) -> String {

@@ -77,15 +77,16 @@ impl Bridge {
         )
     }
 
-    /// The routes reading `topic` from `source`.
+    /// The routes a message goes through: the route whose subscription received it (NATS),
+    /// or every route reading its topic from its source (Kafka).
     pub fn routes_for<'a>(
         &'a self,
-        source: &'a str,
-        topic: &'a str,
+        msg: &'a crate::source::Message,
     ) -> impl Iterator<Item = &'a Arc<Route>> + 'a {
-        self.routes
-            .iter()
-            .filter(move |r| r.source == source && r.topics.iter().any(|t| t == topic))
+        self.routes.iter().filter(move |r| match &msg.route {
+            Some(name) => r.name == **name,
+            None => r.source == *msg.source && r.topics.iter().any(|t| t == msg.origin.channel()),
+        })
     }
 }
 
@@ -235,10 +236,61 @@ pub fn validate_with(
                     }
                 }
             }
-            SourceConfig::Nats(_) => errors.push(ConfigError::new(
-                format!("sources.{name}.nats"),
-                "NATS sources are not supported by this build yet; use a kafka source",
-            )),
+            SourceConfig::Nats(n) => {
+                let path = format!("sources.{name}.nats");
+                if n.url.trim().is_empty() {
+                    errors.push(ConfigError::new(
+                        format!("{path}.url"),
+                        "must name at least one server, e.g. nats://localhost:4222",
+                    ));
+                }
+                for (key, secret) in [("token", &n.token), ("password", &n.password)] {
+                    if let Some(secret) = secret {
+                        if let Err(e) = super::secret::read_plain(secret, env) {
+                            errors.push(ConfigError::new(format!("{path}.{key}"), e.to_string()));
+                        }
+                    }
+                }
+                if n.password.is_some() != n.user.is_some() {
+                    errors.push(ConfigError::new(
+                        format!("{path}.user"),
+                        "user and password go together",
+                    ));
+                }
+                for (key, file) in [
+                    ("credentials_file", &n.credentials_file),
+                    ("nkey_seed_file", &n.nkey_seed_file),
+                    (
+                        "tls.ca_file",
+                        &n.tls.as_ref().and_then(|t| t.ca_file.clone()),
+                    ),
+                    (
+                        "tls.cert_file",
+                        &n.tls.as_ref().and_then(|t| t.cert_file.clone()),
+                    ),
+                    (
+                        "tls.key_file",
+                        &n.tls.as_ref().and_then(|t| t.key_file.clone()),
+                    ),
+                ] {
+                    if let Some(f) = file {
+                        if !f.is_file() {
+                            errors.push(ConfigError::new(
+                                format!("{path}.{key}"),
+                                format!("{} is not a readable file", f.display()),
+                            ));
+                        }
+                    }
+                }
+                if let Some(t) = &n.tls {
+                    if t.cert_file.is_some() != t.key_file.is_some() {
+                        errors.push(ConfigError::new(
+                            format!("{path}.tls"),
+                            "cert_file and key_file go together",
+                        ));
+                    }
+                }
+            }
         }
     }
 
@@ -287,7 +339,51 @@ pub fn validate_with(
                     )),
                 }
             }
-            Some(SourceConfig::Nats(_)) => {}
+            Some(SourceConfig::Nats(_)) => {
+                if r.topics.is_some() {
+                    errors.push(ConfigError::new(
+                        format!("{path}.topics"),
+                        "a nats source takes `subjects` (core NATS) or `jetstream`, not `topics`",
+                    ));
+                }
+                match (&r.subjects, &r.jetstream) {
+                    (Some(subjects), None) => {
+                        if subjects.is_empty() {
+                            errors.push(ConfigError::new(format!("{path}.subjects"), "must list at least one subject, e.g. [\"orders.>\"]"));
+                        }
+                        for (j, subject) in subjects.iter().enumerate() {
+                            if let Err(e) = check_subject(subject, true) {
+                                errors.push(ConfigError::new(format!("{path}.subjects[{j}]"), e));
+                            }
+                        }
+                        if let Some(q) = &r.queue_group {
+                            if check_name(q).is_err() {
+                                errors.push(ConfigError::new(format!("{path}.queue_group"), format!("{q:?} must be a single token without spaces, '.', '*' or '>'")));
+                            }
+                        }
+                    }
+                    (None, Some(js)) => {
+                        if let Err(e) = check_name(&js.stream) {
+                            errors.push(ConfigError::new(format!("{path}.jetstream.stream"), e));
+                        }
+                        if let Err(e) = check_name(&js.durable) {
+                            errors.push(ConfigError::new(format!("{path}.jetstream.durable"), e));
+                        }
+                        if let Some(f) = &js.filter_subject {
+                            if let Err(e) = check_subject(f, true) {
+                                errors.push(ConfigError::new(format!("{path}.jetstream.filter_subject"), e));
+                            }
+                        }
+                        if r.queue_group.is_some() {
+                            errors.push(ConfigError::new(format!("{path}.queue_group"), "is for core NATS subjects; JetStream replicas share the durable consumer"));
+                        }
+                    }
+                    _ => errors.push(ConfigError::new(
+                        path.clone(),
+                        "a nats route needs exactly one of `subjects: [...]` (core NATS) or `jetstream: { stream, durable }`",
+                    )),
+                }
+            }
         }
         if !file.apps.contains_key(&r.app) {
             errors.push(ConfigError::new(
@@ -338,6 +434,9 @@ pub fn validate_with(
                 name: r.name.clone(),
                 source: r.source.clone(),
                 topics: r.topics.clone().unwrap_or_default(),
+                subjects: r.subjects.clone().unwrap_or_default(),
+                queue_group: r.queue_group.clone(),
+                jetstream: r.jetstream.clone(),
                 app: r.app.clone(),
                 filter,
                 event: EventTemplate {
@@ -410,10 +509,21 @@ pub fn validate_with(
                 ));
             }
         }
-        Some(DeadLetterConfig::Nats(_)) => errors.push(ConfigError::new(
-            "delivery.dead_letter.nats",
-            "NATS dead letters are not supported by this build yet; use kafka",
-        )),
+        Some(DeadLetterConfig::Nats(n)) => {
+            if !matches!(file.sources.get(&n.source), Some(SourceConfig::Nats(_))) {
+                errors.push(ConfigError::new(
+                    "delivery.dead_letter.nats.source",
+                    format!(
+                        "{:?} is not a nats source; defined: {}",
+                        n.source,
+                        keys(&file.sources)
+                    ),
+                ));
+            }
+            if let Err(e) = check_subject(&n.subject, false) {
+                errors.push(ConfigError::new("delivery.dead_letter.nats.subject", e));
+            }
+        }
         None => {}
     }
     if file
@@ -442,6 +552,48 @@ pub fn validate_with(
         })
     } else {
         Err(errors)
+    }
+}
+
+/// A NATS subject: dot-separated non-empty tokens without spaces; `*` as a whole token and
+/// `>` as the last token only where wildcards are allowed.
+pub fn check_subject(subject: &str, wildcards: bool) -> Result<(), String> {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    for (i, t) in tokens.iter().enumerate() {
+        if t.is_empty() {
+            return Err(format!(
+                "{subject:?} has an empty token; subjects look like orders.created or orders.>"
+            ));
+        }
+        if t.chars().any(char::is_whitespace) {
+            return Err(format!("{subject:?} contains whitespace"));
+        }
+        let wild = *t == "*" || *t == ">";
+        if wild && !wildcards {
+            return Err(format!("{subject:?}: wildcards are not allowed here"));
+        }
+        if *t == ">" && i != tokens.len() - 1 {
+            return Err(format!("{subject:?}: '>' must be the last token"));
+        }
+        if !wild && (t.contains('*') || t.contains('>')) {
+            return Err(format!("{subject:?}: '*' and '>' must be whole tokens"));
+        }
+    }
+    Ok(())
+}
+
+/// A stream, consumer or queue name: one token, no spaces, dots, wildcards or slashes.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+    {
+        Err(format!(
+            "{name:?} must be non-empty, without spaces, '.', '*', '>', '/' or '\\'"
+        ))
+    } else {
+        Ok(())
     }
 }
 
@@ -549,6 +701,18 @@ delivery: { retry: { max_elapsed: none } }
         assert_eq!(errs.len(), 1);
         assert!(errs[0].path.starts_with("orceum"), "{errs:?}");
         assert!(errs[0].message.contains("timout"), "{errs:?}");
+    }
+
+    #[test]
+    fn nats_subjects_and_names_are_checked() {
+        assert!(check_subject("orders.>", true).is_ok());
+        assert!(check_subject("tasks.*.done", true).is_ok());
+        assert!(check_subject("orders.>.x", true).is_err());
+        assert!(check_subject("orders..x", true).is_err());
+        assert!(check_subject("orders.*", false).is_err());
+        assert!(check_subject("ord*ers", true).is_err());
+        assert!(check_name("TASKS").is_ok());
+        assert!(check_name("my.durable").is_err());
     }
 
     #[test]

@@ -307,11 +307,7 @@ impl Dispatcher {
             .messages_received
             .with_label_values(&[&msg.source, msg.origin.channel()])
             .inc();
-        let routes: Vec<Arc<Route>> = self
-            .bridge
-            .routes_for(&msg.source, msg.origin.channel())
-            .cloned()
-            .collect();
+        let routes: Vec<Arc<Route>> = self.bridge.routes_for(&msg).cloned().collect();
         if routes.is_empty() {
             metrics.skipped.with_label_values(&["", "no_route"]).inc();
             ack.finish(Final::Skipped);

@@ -18,6 +18,10 @@ pub struct Route {
     /// The `sources:` entry it reads.
     pub source: String,
     pub topics: Vec<String>,
+    /// Core NATS subjects (wildcards allowed).
+    pub subjects: Vec<String>,
+    pub queue_group: Option<String>,
+    pub jetstream: Option<crate::config::JetStreamRouteConfig>,
     /// The local name of the app (`apps:` key) its events go to.
     pub app: String,
     pub filter: Option<JqTemplate>,
@@ -258,6 +262,9 @@ mod tests {
             name: "r".into(),
             source: "events".into(),
             topics: vec!["tasks".into()],
+            subjects: vec![],
+            queue_group: None,
+            jetstream: None,
             app: "tasks".into(),
             filter: filter.map(|f| JqTemplate::compile(f).unwrap()),
             event: EventTemplate {
@@ -280,6 +287,7 @@ mod tests {
                 partition: 2,
                 offset: 1834,
             },
+            route: None,
             payload: serde_json::to_vec(&payload).unwrap(),
             key: Some(b"inst_1".to_vec()),
             headers: vec![],

@@ -579,6 +579,7 @@ impl KafkaSource {
                 partition: m.partition(),
                 offset,
             },
+            route: None,
             payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
             key: m.key().map(<[u8]>::to_vec),
             headers,

@@ -6,6 +6,7 @@
 //! Adding a bus is adding a file here.
 
 pub mod kafka;
+pub mod nats;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
@@ -19,6 +20,13 @@ pub enum Origin {
         partition: i32,
         offset: i64,
     },
+    /// Core NATS: no sequence, no redelivery. `pattern` is the subscription (a bounded label).
+    Nats { subject: String, pattern: Arc<str> },
+    JetStream {
+        stream: Arc<str>,
+        subject: String,
+        sequence: u64,
+    },
 }
 
 impl Origin {
@@ -30,13 +38,19 @@ impl Origin {
                 partition,
                 offset,
             } => format!("kafka:{topic}/{partition}@{offset}"),
+            Origin::Nats { subject, .. } => format!("nats:{subject}"),
+            Origin::JetStream {
+                stream, sequence, ..
+            } => format!("jetstream:{stream}@{sequence}"),
         }
     }
 
-    /// The topic or subject, for routing and metric labels.
+    /// The topic, subscription pattern or stream: routing (Kafka) and a bounded metric label.
     pub fn channel(&self) -> &str {
         match self {
             Origin::Kafka { topic, .. } => topic,
+            Origin::Nats { pattern, .. } => pattern,
+            Origin::JetStream { stream, .. } => stream,
         }
     }
 }
@@ -47,6 +61,9 @@ pub struct Message {
     /// The name of the `sources:` entry it was read from.
     pub source: Arc<str>,
     pub origin: Origin,
+    /// The route whose subscription received it (NATS subscribes per route); `None`: every
+    /// route reading the message's topic (Kafka).
+    pub route: Option<Arc<str>>,
     pub payload: Vec<u8>,
     pub key: Option<Vec<u8>>,
     pub headers: Vec<(String, Option<Vec<u8>>)>,
@@ -84,6 +101,24 @@ impl Message {
                 "partition": partition,
                 "offset": offset,
                 "key": key,
+                "headers": headers,
+                "timestamp": timestamp,
+            }),
+            Origin::Nats { subject, .. } => json!({
+                "source": &*self.source,
+                "subject": subject,
+                "headers": headers,
+                "timestamp": timestamp,
+            }),
+            Origin::JetStream {
+                stream,
+                subject,
+                sequence,
+            } => json!({
+                "source": &*self.source,
+                "subject": subject,
+                "stream": &**stream,
+                "sequence": sequence,
                 "headers": headers,
                 "timestamp": timestamp,
             }),
