@@ -287,7 +287,8 @@ pub struct RetryConfig {
     /// The longest `Retry-After` honoured; longer values are clamped to it.
     #[serde(default = "default_max_retry_after", with = "super::duration")]
     pub max_retry_after: Duration,
-    /// HTTP statuses retried with backoff. 401 is always retried (a fixed secret resumes).
+    /// HTTP statuses retried with backoff; any other non-2xx is final (dead-lettered).
+    /// 401 is always retried: a fixed secret resumes the flow.
     #[serde(default = "default_retryable_statuses")]
     pub retryable_statuses: Vec<u16>,
 }

@@ -119,9 +119,11 @@ pub fn load_str(
             let path = e.path().to_string();
             let path = if path == "." { String::new() } else { path };
             let mut message = e.into_inner().to_string();
-            // yaml_serde repeats the path in its message; keep it once.
-            if let Some(rest) = message.strip_prefix(&format!("{path}: ")) {
-                message = rest.to_string();
+            // yaml_serde prefixes its message with (part of) the path; keep the path once.
+            if let Some((head, rest)) = message.split_once(": ") {
+                if !head.is_empty() && path.starts_with(head) {
+                    message = rest.to_string();
+                }
             }
             errors.push(ConfigError::new(path, message));
             return Err(fail(errors));
@@ -224,10 +226,20 @@ pub fn validate_with(
                         "must not be empty",
                     ));
                 }
+                match crate::source::kafka::check_properties(name, k) {
+                    Ok(()) => {}
+                    Err(e) => errors.push(ConfigError::new(
+                        format!("sources.{name}.kafka.properties"),
+                        e,
+                    )),
+                }
                 for key in k.properties.keys() {
                     if matches!(
                         key.as_str(),
-                        "enable.auto.commit" | "group.id" | "bootstrap.servers"
+                        "enable.auto.commit"
+                            | "enable.auto.offset.store"
+                            | "group.id"
+                            | "bootstrap.servers"
                     ) {
                         errors.push(ConfigError::new(
                             format!("sources.{name}.kafka.properties.{key}"),
@@ -469,6 +481,12 @@ pub fn validate_with(
         errors.push(ConfigError::new(
             "delivery.retry.initial_backoff",
             "must be more than 0 and at most delivery.retry.max_backoff",
+        ));
+    }
+    if d.max_message_bytes == 0 {
+        errors.push(ConfigError::new(
+            "delivery.max_message_bytes",
+            "must be at least 1 (every message would be dead-lettered)",
         ));
     }
     if d.commit_interval.is_zero() {

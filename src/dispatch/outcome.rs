@@ -44,12 +44,12 @@ pub fn classify(result: &Result<PushResponse, PushError>, retryable: &[u16]) -> 
             reason: "unauthorized".into(),
             pause_app: false,
         },
-        429 => Outcome::Retry {
+        429 if retryable.contains(&429) => Outcome::Retry {
             after: resp.retry_after,
             reason: "http_429".into(),
             pause_app: true,
         },
-        s if retryable.contains(&s) || (500..=599).contains(&s) => Outcome::Retry {
+        s if retryable.contains(&s) => Outcome::Retry {
             after: resp.retry_after,
             reason: format!("http_{s}"),
             pause_app: false,

@@ -85,8 +85,10 @@ pub fn normalise_timestamp(value: &Value) -> Result<String, String> {
             if !secs.is_finite() || !(0.0..=253_402_300_799.0).contains(&secs) {
                 return Err(format!("{n} is not a usable epoch-seconds timestamp"));
             }
-            let whole = secs.trunc() as i64;
-            let nanos = ((secs - secs.trunc()) * 1e9).round() as u32;
+            // f64 carries ~16 digits: keep microseconds, not float noise (…00.122999907).
+            let micros = (secs * 1e6).round() as i64;
+            let whole = micros.div_euclid(1_000_000);
+            let nanos = (micros.rem_euclid(1_000_000) * 1_000) as u32;
             DateTime::from_timestamp(whole, nanos.min(999_999_999))
                 .map(format_timestamp)
                 .ok_or_else(|| format!("{n} is not a usable epoch-seconds timestamp"))
@@ -140,6 +142,10 @@ mod tests {
         assert_eq!(
             normalise_timestamp(&json!(1705320000.5)).unwrap(),
             "2024-01-15T12:00:00.500Z"
+        );
+        assert_eq!(
+            normalise_timestamp(&json!(1705320000.123)).unwrap(),
+            "2024-01-15T12:00:00.123Z"
         );
         assert!(normalise_timestamp(&json!("yesterday")).is_err());
         assert!(normalise_timestamp(&json!(true)).is_err());

@@ -129,6 +129,10 @@ fn val_to_json(v: &Val) -> Value {
 fn num_to_json(n: &Num) -> Value {
     match n {
         Num::Int(i) => Value::from(*i as i64),
+        // A whole float prints as an integer, as jq does (`250000 / 100` is `2500`).
+        Num::Float(f) if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => {
+            Value::from(*f as i64)
+        }
         // NaN and ±Infinity have no JSON form: null, as jq prints them.
         Num::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
         other => {
@@ -239,6 +243,15 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(out, json!({"id": 1, "k": "x", "up": "AB"}));
+    }
+
+    #[test]
+    fn whole_numbers_print_like_jq() {
+        let t = JqTemplate::compile("[250000 / 100, 1 / 4]").unwrap();
+        assert_eq!(
+            t.run(&Value::Null, &Value::Null).unwrap().unwrap(),
+            json!([2500, 0.25])
+        );
     }
 
     #[test]

@@ -93,6 +93,23 @@ pub fn properties(
         .collect()
 }
 
+/// Checks the `properties:` map the way librdkafka will: value types and property names.
+/// Creating a client connects to nothing, so `check` can do this offline.
+pub fn check_properties(source_name: &str, cfg: &KafkaSourceConfig) -> Result<(), String> {
+    let props = properties(source_name, cfg).map_err(|e| e.to_string())?;
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &cfg.bootstrap_servers);
+    client.set("group.id", &cfg.group_id);
+    for (k, v) in &props {
+        client.set(k, v);
+    }
+    client.set_log_level(RDKafkaLogLevel::Emerg);
+    client
+        .create::<BaseConsumer>()
+        .map(|_| ())
+        .map_err(|e| format!("librdkafka refuses them: {e}"))
+}
+
 /// Limits that decide when partitions pause.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
