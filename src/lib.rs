@@ -18,6 +18,7 @@
 //! - [`telemetry`] — metrics, `/healthz` `/readyz` `/metrics`, logging.
 //! - [`demo`] — the zero-dependency quickstart (mock Kafka cluster + sandbox).
 //! - [`render`] — what one sample message would become, for `orceum-bridge render`.
+//! - [`probe`] — `check --connect`: the topics, streams and consumers the config names exist.
 
 pub mod commit;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod dead_letter;
 pub mod demo;
 pub mod dispatch;
 pub mod orceum;
+pub mod probe;
 pub mod render;
 pub mod route;
 pub mod source;

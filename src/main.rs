@@ -34,6 +34,9 @@ enum Command {
     Check {
         #[arg(short, long, env = "ORCEUM_BRIDGE_CONFIG")]
         config: PathBuf,
+        /// Also connect: the brokers answer, topics, streams and consumers exist.
+        #[arg(long)]
+        connect: bool,
     },
     /// Show the request one sample message would produce (stdin by default).
     Render {
@@ -115,9 +118,31 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Check { config } => match config::load_file(&config) {
+        Command::Check { config, connect } => match config::load_file(&config) {
             Ok(bridge) => {
-                println!("{}: OK — {}", config.display(), bridge.summary());
+                if connect {
+                    let errors = runtime()?.block_on(orceum_bridge::probe::probe(&bridge));
+                    if !errors.is_empty() {
+                        eprint!(
+                            "{}",
+                            config::ConfigErrors {
+                                file: config.display().to_string(),
+                                errors
+                            }
+                        );
+                        return Ok(ExitCode::from(1));
+                    }
+                }
+                println!(
+                    "{}: OK — {}{}",
+                    config.display(),
+                    bridge.summary(),
+                    if connect {
+                        " (brokers reached, topics/streams/consumers exist)"
+                    } else {
+                        ""
+                    }
+                );
                 Ok(ExitCode::SUCCESS)
             }
             Err(errors) => {

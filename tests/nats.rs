@@ -502,3 +502,65 @@ async fn jetstream_with_faults_and_three_sigkills_delivers_everything_with_bound
     );
     assert_eq!(consumer_pending(&js, &name, "bridge").await, (0, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_connect_reports_missing_streams_and_consumers_and_passes_once_they_exist() {
+    let url = nats_url();
+    let name = unique("CHECK").replace('-', "_");
+    let routes = format!(
+        "{}{}",
+        js_route("created", &name, "auto", ""),
+        js_route("bound", &name, "manual", "").replace("create: true", "create: false")
+    );
+    let yaml = nats_config(
+        "http://127.0.0.1:9/v1",
+        &url,
+        &routes,
+        "  max_in_flight: 10\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let check = move || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_orceum-bridge"));
+        cmd.args(["check", "--connect", "-c"]).arg(&path);
+        for (k, v) in env_vars() {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = tokio::task::spawn_blocking(check.clone()).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("routes[0].jetstream.stream")
+            && stderr.contains("routes[1].jetstream.stream"),
+        "{stderr}"
+    );
+
+    let js = jetstream::new(client(&url).await);
+    create_stream(&js, &name, vec![format!("{name}.x")], false).await;
+    let out = tokio::task::spawn_blocking(check.clone()).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("routes[1].jetstream.durable") && !stderr.contains("routes[0]"),
+        "{stderr}"
+    );
+
+    js.get_stream(&name)
+        .await
+        .unwrap()
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("manual".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let out = tokio::task::spawn_blocking(check.clone()).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
