@@ -169,6 +169,7 @@ pub async fn run_with(
             SourceConfig::Nats(nc) => {
                 let src = NatsSource {
                     name: Arc::from(name.as_str()),
+                    metrics: metrics.clone(),
                     config: nc.clone(),
                     routes,
                     max_in_flight: d.max_in_flight,

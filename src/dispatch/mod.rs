@@ -231,9 +231,12 @@ impl DeliveryContext {
                         .dead_letters
                         .with_label_values(&[&record.route, &record.kind])
                         .inc();
-                    tracing::warn!(route = %record.route, source = %record.coordinates, kind = %record.kind,
+                    // The log-only sink has already written its own line.
+                    if !matches!(self.dead_letter, DeadLetterSink::Log { .. }) {
+                        tracing::warn!(route = %record.route, source = %record.coordinates, kind = %record.kind,
                         reason = %record.reason, status = ?record.status, attempts = record.attempts,
                         destination = %self.dead_letter.describe(), "dead-lettered");
+                    }
                     part.done(Final::DeadLettered);
                     return;
                 }

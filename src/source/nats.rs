@@ -201,6 +201,7 @@ impl Acknowledge for CoreAck {
 /// One NATS source: its routes, the dispatcher, and the shutdown tokens.
 pub struct NatsSource {
     pub name: Arc<str>,
+    pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     pub config: NatsSourceConfig,
     pub routes: Vec<Arc<Route>>,
     pub max_in_flight: usize,
@@ -218,6 +219,7 @@ impl NatsSource {
         let mut tasks = tokio::task::JoinSet::new();
         for route in &self.routes {
             let ctx = RouteLoop {
+                metrics: self.metrics.clone(),
                 source: self.name.clone(),
                 route: route.clone(),
                 client: client.clone(),
@@ -251,6 +253,7 @@ impl NatsSource {
 }
 
 struct RouteLoop {
+    metrics: Arc<crate::telemetry::metrics::Metrics>,
     source: Arc<str>,
     route: Arc<Route>,
     client: async_nats::Client,
@@ -356,6 +359,11 @@ impl RouteLoop {
                 }
             };
             tracing::info!(source = %self.source, route = %self.route.name, stream = %cfg.stream, durable = %cfg.durable, "pulling from JetStream");
+            let reporter = tokio::spawn(report_pending(
+                consumer.clone(),
+                self.metrics.clone(),
+                cfg.clone(),
+            ));
             delay = Duration::from_millis(200);
             loop {
                 let Some(permit) = self.slot().await else {
@@ -395,6 +403,7 @@ impl RouteLoop {
                 let ack = JetStreamAck::new(acker, permit, ack_wait);
                 self.dispatcher.submit(msg, AckHandle::new(ack));
             }
+            reporter.abort();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.stop.cancelled() => break,
@@ -432,6 +441,28 @@ impl RouteLoop {
                 )
             })
         }
+    }
+}
+
+/// Every 5 s: the consumer's pending and ack-pending counts, JetStream's lag signal.
+async fn report_pending(
+    mut consumer: jetstream::consumer::Consumer<pull::Config>,
+    metrics: Arc<crate::telemetry::metrics::Metrics>,
+    cfg: JetStreamRouteConfig,
+) {
+    loop {
+        if let Ok(info) = consumer.info().await {
+            let labels = [cfg.stream.as_str(), cfg.durable.as_str()];
+            metrics
+                .jetstream_pending
+                .with_label_values(&labels)
+                .set(i64::try_from(info.num_pending).unwrap_or(i64::MAX));
+            metrics
+                .jetstream_ack_pending
+                .with_label_values(&labels)
+                .set(i64::try_from(info.num_ack_pending).unwrap_or(i64::MAX));
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
     }
 }
 

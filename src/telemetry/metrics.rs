@@ -23,6 +23,8 @@ pub struct Metrics {
     pub uncommitted: IntGauge,
     pub committed_offset: IntGaugeVec,
     pub consumer_lag: IntGaugeVec,
+    pub jetstream_pending: IntGaugeVec,
+    pub jetstream_ack_pending: IntGaugeVec,
     pub end_to_end_latency: HistogramVec,
     pub commit_failures: IntCounterVec,
     pub last_commit_latency: Histogram,
@@ -158,6 +160,18 @@ impl Metrics {
                 "kafka_consumer_lag",
                 "High watermark minus committed offset.",
                 &["topic", "partition"],
+            ),
+            jetstream_pending: gauge(
+                &r,
+                "jetstream_pending_messages",
+                "Messages in the stream not yet delivered to the consumer.",
+                &["stream", "consumer"],
+            ),
+            jetstream_ack_pending: gauge(
+                &r,
+                "jetstream_ack_pending_messages",
+                "Messages delivered to the consumer and not yet acknowledged.",
+                &["stream", "consumer"],
             ),
             end_to_end_latency: histogram(
                 &r,
