@@ -18,6 +18,7 @@
 //! - [`telemetry`] — metrics, `/healthz` `/readyz` `/metrics`, logging.
 //! - [`demo`] — the zero-dependency quickstart (mock Kafka cluster + sandbox).
 //! - [`render`] — what one sample message would become, for `orceum-bridge render`.
+//! - [`replay`] — dead letters re-run through the current config after a fix.
 //! - [`probe`] — `check --connect`: the topics, streams and consumers the config names exist.
 
 pub mod commit;
@@ -28,6 +29,7 @@ pub mod dispatch;
 pub mod orceum;
 pub mod probe;
 pub mod render;
+pub mod replay;
 pub mod route;
 pub mod source;
 pub mod telemetry;

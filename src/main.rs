@@ -86,6 +86,32 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Re-run dead letters through the current config (after a fix). Exit 2 if some still fail.
+    Replay {
+        #[arg(short, long, env = "ORCEUM_BRIDGE_CONFIG")]
+        config: PathBuf,
+        /// kafka:TOPIC or jetstream:STREAM
+        #[arg(long)]
+        from: orceum_bridge::replay::ReplayFrom,
+        /// The `sources:` entry to read with (default: the only one of that bus).
+        #[arg(long)]
+        source: Option<String>,
+        /// First offset / stream sequence (inclusive).
+        #[arg(long)]
+        start: Option<i64>,
+        /// Last offset / stream sequence (inclusive).
+        #[arg(long)]
+        end: Option<i64>,
+        /// Use this route instead of the one recorded in the dead letter.
+        #[arg(long)]
+        route: Option<String>,
+        /// Show what would happen; push nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Give up on a record still failing transiently after this long.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        max_elapsed: Duration,
+    },
     /// Zero-dependency quickstart: embedded Kafka, the sandbox, the example config, sample events.
     Demo {
         /// How many domain events to produce.
@@ -251,6 +277,40 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 anyhow::Ok(())
             })?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay {
+            config,
+            from,
+            source,
+            start,
+            end,
+            route,
+            dry_run,
+            max_elapsed,
+        } => {
+            let bridge = match config::load_file(&config) {
+                Ok(b) => b,
+                Err(errors) => {
+                    eprint!("{errors}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            let opts = orceum_bridge::replay::ReplayOptions {
+                from,
+                source,
+                start,
+                end,
+                route,
+                dry_run,
+                max_elapsed,
+            };
+            let summary = runtime()?.block_on(orceum_bridge::replay::replay(&bridge, &opts))?;
+            println!("replay: {summary}");
+            Ok(if summary.failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
         }
         Command::Demo { events } => {
             let ok = orceum_bridge::demo::run(events)?;
