@@ -122,14 +122,18 @@ async fn run_async(bootstrap: String, events: usize) -> anyhow::Result<bool> {
         }
     }));
     let metrics_slot = running.clone();
-    // Produce once the consumer is connected, so latency measures the pipeline.
-    for _ in 0..100 {
-        let ready = running
+    // Produce once the consumer owns its partitions, so latency measures the pipeline and not
+    // the consumer-group join.
+    for _ in 0..150 {
+        let assigned = running
             .lock()
             .ok()
-            .and_then(|s| s.as_ref().map(|(_, r)| r.check().is_ok()))
-            .unwrap_or(false);
-        if ready {
+            .and_then(|s| {
+                s.as_ref()
+                    .map(|(m, _)| sum(m, "orceum_bridge_kafka_assigned_partitions"))
+            })
+            .unwrap_or(0);
+        if assigned >= 7 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

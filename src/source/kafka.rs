@@ -250,6 +250,10 @@ impl ConsumerContext for Ctx {
                         },
                     );
                 }
+                self.metrics
+                    .assigned_partitions
+                    .with_label_values(&[&self.source_name])
+                    .set(book.parts.len() as i64);
                 tracing::info!(source = %self.source_name, partitions = %describe(tpl), "partitions assigned");
             }
             Rebalance::Error(e) => {
@@ -303,6 +307,10 @@ impl Ctx {
                 .consumer_lag
                 .remove_label_values(&[tp.0.as_ref(), partition.as_str()]);
         }
+        self.metrics
+            .assigned_partitions
+            .with_label_values(&[&self.source_name])
+            .set(book.parts.len() as i64);
         tracing::info!(source = %self.source_name, partitions = revoked.len(), "partitions revoked");
     }
 }

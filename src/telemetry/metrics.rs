@@ -23,6 +23,7 @@ pub struct Metrics {
     pub uncommitted: IntGauge,
     pub committed_offset: IntGaugeVec,
     pub consumer_lag: IntGaugeVec,
+    pub assigned_partitions: IntGaugeVec,
     pub jetstream_pending: IntGaugeVec,
     pub jetstream_ack_pending: IntGaugeVec,
     pub end_to_end_latency: HistogramVec,
@@ -160,6 +161,12 @@ impl Metrics {
                 "kafka_consumer_lag",
                 "High watermark minus committed offset.",
                 &["topic", "partition"],
+            ),
+            assigned_partitions: gauge(
+                &r,
+                "kafka_assigned_partitions",
+                "Partitions this member owns.",
+                &["source"],
             ),
             jetstream_pending: gauge(
                 &r,
