@@ -235,7 +235,7 @@ async fn run_async(bootstrap: String, events: usize) -> anyhow::Result<bool> {
     }
     println!("  filtered out (committed without a push): {skipped}");
     println!(
-        "  latency produce → Orceum: p50 {} ms, p99 {} ms",
+        "  latency produce → Orceum: p50 {} ms, p99 {} ms (includes the 1 s app-wide pause each injected 429 asks for)",
         pct(0.5),
         pct(0.99)
     );
@@ -248,7 +248,9 @@ async fn run_async(bootstrap: String, events: usize) -> anyhow::Result<bool> {
     } else {
         println!("UNEXPECTED: some events did not reach their outcome (see above).");
     }
-    println!("next: `orceum-bridge check -c examples/orceum-bridge.yaml`, `orceum-bridge render --route task-completed -c …`, docs in README.md");
+    println!("next: write your config (examples/orceum-bridge.yaml, docs/configuration.md), try a mapping with");
+    println!("      `orceum-bridge render -c config.yaml --route NAME < sample.json` (docs/templates.md),");
+    println!("      then `orceum-bridge check -c config.yaml --connect` and `orceum-bridge run -c config.yaml`.");
     shutdown_sandbox.cancel();
     Ok(ok)
 }
