@@ -494,6 +494,7 @@ impl KafkaSource {
             }
             let pressure = {
                 let b = book.lock();
+                self.metrics.uncommitted.set(b.uncommitted() as i64);
                 b.uncommitted() * 2 >= self.limits.max_in_flight
                     || b.parts.values().any(|p| {
                         p.tracker.uncommitted() * 2 >= self.limits.max_in_flight_per_partition

@@ -217,3 +217,55 @@ pub fn payloads(n: usize, keys: usize) -> Vec<Vec<u8>> {
         .map(|i| format!(r#"{{"inst":"inst_{}","seq":{i}}}"#, i % keys).into_bytes())
         .collect()
 }
+
+/// Starts `orceum-bridge run -c config` as a child process, logging to `log` (appended).
+pub fn start_process(config: &std::path::Path, log: &std::path::Path) -> std::process::Child {
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("open log");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_orceum-bridge"));
+    cmd.args(["run", "-c"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    for (k, v) in env_vars() {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("start orceum-bridge")
+}
+
+/// Sends SIGTERM.
+pub fn sigterm(child: &std::process::Child) {
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill -TERM failed");
+}
+
+/// Peak resident memory of a process (VmHWM), in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Fetches a gauge's summed value from a bridge's `/metrics` over HTTP.
+pub async fn scrape(url: &str, name: &str) -> Option<u64> {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    Some(counter(&text, name, ""))
+}

@@ -1,0 +1,429 @@
+//! Chaos against the real Kafka-protocol broker and the sandbox: Orceum down, Orceum slower than
+//! the timeout, SIGTERM and SIGKILL under load, a replica killed, a broker down mid-stream (mock
+//! cluster). Every scenario asserts delivered / duplicate counts with zero lost.
+//!
+//! `ORCEUM_CHAOS_LONG=1` lengthens the outages and the event counts (release checks).
+
+mod common;
+mod harness;
+
+use common::*;
+use harness::*;
+use orceum_bridge::orceum::sandbox::{self, Faults, SandboxConfig, SandboxHandle};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+fn long() -> bool {
+    std::env::var("ORCEUM_CHAOS_LONG").is_ok_and(|v| v == "1")
+}
+
+fn records(n: usize, keys: usize, partitions: usize) -> Vec<Record> {
+    payloads(n, keys)
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let k = i % keys;
+            (Some(format!("inst_{k}")), p, Some((k % partitions) as i32))
+        })
+        .collect()
+}
+
+/// Unique source coordinates across several sandboxes (one per Orceum "incarnation").
+fn seen_all(sandboxes: &[&SandboxHandle]) -> (usize, usize) {
+    let mut per: BTreeMap<String, usize> = BTreeMap::new();
+    let mut total = 0;
+    for s in sandboxes {
+        for e in s.events() {
+            total += 1;
+            *per.entry(e.event["metadata"]["source"].to_string())
+                .or_default() += 1;
+        }
+    }
+    (per.len(), total - per.len())
+}
+
+async fn sandbox_on(
+    addr: &str,
+    faults: Faults,
+) -> (SandboxHandle, tokio_util::sync::CancellationToken) {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut listener = None;
+    for _ in 0..50 {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => {
+                listener = Some(l);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let handle = sandbox::start(
+        SandboxConfig {
+            apps: HashMap::from([
+                ("app_a".to_string(), SECRET_A.to_string()),
+                ("app_b".to_string(), SECRET_B.to_string()),
+            ]),
+            accept_any: false,
+            faults,
+            print: false,
+        },
+        listener.expect("rebind the sandbox port"),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    (handle, stop)
+}
+
+fn config_file(yaml: &str) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let log = dir.path().join("bridge.log");
+    (dir, config, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn orceum_down_for_a_while_builds_lag_commits_nothing_early_then_drains() {
+    let topic = unique("chaos-down");
+    let group = unique("g-chaos-down");
+    create_topic(&topic, 3).await;
+    let n = if long() { 5000 } else { 1200 };
+    produce(&topic, records(n, 30, 3)).await;
+    let (first, stop_first) = sandbox_on(
+        "127.0.0.1:0",
+        Faults {
+            latency: Duration::from_millis(5),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let addr = first.addr().to_string();
+    let yaml = config(&first.base_url(), &kafka_brokers(), &group, &route("all", &topic, "a", None),
+        "  max_in_flight: 100\n  commit_interval: 200ms\n  retry: { initial_backoff: 50ms, max_backoff: 1s }\n");
+    let bridge = spawn_bridge(&yaml);
+    assert!(wait_until(Duration::from_secs(60), || seen(&first).unique() >= n / 5).await);
+
+    // Orceum goes away.
+    stop_first.cancel();
+    first.stopped().await;
+    let delivered_before = seen(&first).unique();
+    let outage = if long() {
+        Duration::from_secs(30)
+    } else {
+        Duration::from_secs(10)
+    };
+    let until = Instant::now() + outage;
+    let mut max_committed = 0i64;
+    while Instant::now() < until {
+        let committed: i64 = committed_offsets(&group, &topic, 3)
+            .into_iter()
+            .flatten()
+            .sum();
+        max_committed = max_committed.max(committed);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        max_committed as usize <= delivered_before,
+        "committed {max_committed} offsets while only {delivered_before} events were delivered"
+    );
+    let lag = counter(
+        &bridge.metrics_text(),
+        "orceum_bridge_events_delivered_total",
+        "",
+    );
+    assert_eq!(
+        lag as usize, delivered_before,
+        "nothing delivered during the outage"
+    );
+
+    // Orceum is back on the same address.
+    let (second, _stop_second) = sandbox_on(&addr, Faults::default()).await;
+    let all = wait_until(Duration::from_secs(120), || {
+        seen_all(&[&first, &second]).0 >= n
+    })
+    .await;
+    let (unique, duplicates) = seen_all(&[&first, &second]);
+    eprintln!("outage {outage:?}: {delivered_before} before, {unique} unique after, {duplicates} duplicates");
+    assert!(all, "only {unique} of {n} after Orceum came back");
+    assert_eq!(duplicates, 0, "a failed push is not a delivery");
+    let ends = end_offsets(&topic, 3);
+    let want: Vec<Option<i64>> = ends.iter().map(|e| Some(*e)).collect();
+    assert!(
+        wait_until(Duration::from_secs(30), || committed_offsets(
+            &group, &topic, 3
+        ) == want)
+        .await,
+        "lag drains to zero"
+    );
+    bridge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn orceum_slower_than_the_timeout_is_retried_without_piling_up() {
+    let topic = unique("chaos-slow");
+    let group = unique("g-chaos-slow");
+    create_topic(&topic, 3).await;
+    let n = 600;
+    produce(&topic, records(n, 60, 3)).await;
+    let (sandbox, _stop) = start_sandbox(Faults {
+        latency: Duration::from_millis(1500),
+        ..Faults::default()
+    })
+    .await;
+    let port = free_port();
+    let max_in_flight = 50;
+    let yaml = config(&sandbox.base_url(), &kafka_brokers(), &group, &route("all", &topic, "a", None),
+        &format!("  max_in_flight: {max_in_flight}\n  commit_interval: 200ms\n  retry: {{ initial_backoff: 50ms, max_backoff: 500ms }}\n"))
+        .replace("timeout: 5s", "timeout: 1s")
+        .replace("listen: \"127.0.0.1:0\"", &format!("listen: \"127.0.0.1:{port}\""));
+    let (_dir, config_path, log) = config_file(&yaml);
+    let mut child = start_process(&config_path, &log);
+    let url = format!("http://127.0.0.1:{port}");
+    // Slow phase: every push times out; watch the bounds.
+    let until = Instant::now() + Duration::from_secs(10);
+    let (mut peak_uncommitted, mut peak_in_flight, mut timeouts) = (0, 0, 0);
+    while Instant::now() < until {
+        if let Some(u) = scrape(&url, "orceum_bridge_uncommitted_messages").await {
+            peak_uncommitted = peak_uncommitted.max(u);
+        }
+        if let Some(f) = scrape(&url, "orceum_bridge_in_flight_events").await {
+            peak_in_flight = peak_in_flight.max(f);
+        }
+        if let Ok(r) = reqwest::get(format!("{url}/metrics")).await {
+            timeouts = counter(
+                &r.text().await.unwrap_or_default(),
+                "orceum_bridge_retries_total",
+                "timeout",
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let delivered_slow = seen(&sandbox).unique();
+    sandbox.set_faults(Faults::default());
+    let all = wait_until(Duration::from_secs(120), || seen(&sandbox).unique() >= n).await;
+    let rss = peak_rss_kib(child.id());
+    sigterm(&child);
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let s = seen(&sandbox);
+    eprintln!("slow phase: {timeouts} timeouts retried, {delivered_slow} delivered, peak uncommitted {peak_uncommitted}, peak in-flight {peak_in_flight}, peak RSS {rss:?} KiB; then {} unique, {} duplicates",
+        s.unique(), s.duplicates());
+    assert!(timeouts > 0, "pushes timed out and were retried");
+    assert!(all, "only {} of {n}", s.unique());
+    assert!(
+        peak_uncommitted <= max_in_flight as u64,
+        "uncommitted {peak_uncommitted} over the bound {max_in_flight}"
+    );
+    assert!(
+        peak_in_flight <= max_in_flight as u64,
+        "in flight {peak_in_flight} over the bound"
+    );
+    assert!(rss.unwrap_or(0) < 256 * 1024, "peak RSS {rss:?} KiB");
+    assert!(exit.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_under_load_exits_0_in_time_and_a_restart_redelivers_nothing() {
+    let topic = unique("chaos-term");
+    let group = unique("g-chaos-term");
+    create_topic(&topic, 3).await;
+    let n = 2000;
+    produce(&topic, records(n, 30, 3)).await;
+    let (sandbox, _stop) = start_sandbox(Faults {
+        latency: Duration::from_millis(5),
+        ..Faults::default()
+    })
+    .await;
+    let yaml = config(
+        &sandbox.base_url(),
+        &kafka_brokers(),
+        &group,
+        &route("all", &topic, "a", None),
+        "  max_in_flight: 100\n  commit_interval: 1s\n  shutdown_timeout: 10s\n",
+    );
+    let (_dir, config_path, log) = config_file(&yaml);
+    let mut child = start_process(&config_path, &log);
+    assert!(wait_until(Duration::from_secs(60), || seen(&sandbox).unique() >= n / 3).await);
+    let t0 = Instant::now();
+    sigterm(&child);
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let took = t0.elapsed();
+    assert!(exit.success(), "exit {exit:?}");
+    assert!(
+        took < Duration::from_secs(12),
+        "took {took:?}, over shutdown_timeout"
+    );
+    let after_stop = seen(&sandbox);
+    let mut child = start_process(&config_path, &log);
+    let all = wait_until(Duration::from_secs(120), || seen(&sandbox).unique() >= n).await;
+    sigterm(&child);
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    let s = seen(&sandbox);
+    eprintln!(
+        "SIGTERM took {took:?} at {} delivered; finally {} unique, {} duplicates",
+        after_stop.unique(),
+        s.unique(),
+        s.duplicates()
+    );
+    assert!(all);
+    assert_eq!(
+        s.duplicates(),
+        0,
+        "a clean shutdown commits everything it delivered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_every_few_seconds_ten_times_loses_nothing() {
+    let topic = unique("chaos-kill");
+    let group = unique("g-chaos-kill");
+    create_topic(&topic, 3).await;
+    let n = if long() { 20_000 } else { 6000 };
+    produce(&topic, records(n, 60, 3)).await;
+    let (sandbox, _stop) = start_sandbox(Faults {
+        latency: Duration::from_millis(3),
+        rate_503: 0.05,
+        ..Faults::default()
+    })
+    .await;
+    let max_in_flight = 100;
+    let yaml = config(&sandbox.base_url(), &kafka_brokers(), &group, &route("all", &topic, "a", None),
+        &format!("  max_in_flight: {max_in_flight}\n  commit_interval: 500ms\n  retry: {{ initial_backoff: 20ms, max_backoff: 200ms }}\n"));
+    let (_dir, config_path, log) = config_file(&yaml);
+    let mut kills = 0;
+    while kills < 10 && seen(&sandbox).unique() < n {
+        let mut child = start_process(&config_path, &log);
+        // Let it join and get going, then kill it mid-stream.
+        let before = seen(&sandbox).unique();
+        wait_until(Duration::from_secs(60), || {
+            seen(&sandbox).unique() > before + 100
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+    }
+    let mut child = start_process(&config_path, &log);
+    let all = wait_until(Duration::from_secs(180), || seen(&sandbox).unique() >= n).await;
+    sigterm(&child);
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    let s = seen(&sandbox);
+    eprintln!(
+        "{kills} SIGKILLs: {} unique, {} duplicates (bound {})",
+        s.unique(),
+        s.duplicates(),
+        kills * max_in_flight
+    );
+    assert!(all, "only {} of {n}", s.unique());
+    assert!(
+        s.duplicates() <= kills * max_in_flight,
+        "{} duplicates",
+        s.duplicates()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_one_killed_its_partitions_move_and_nothing_is_lost() {
+    let topic = unique("chaos-replica");
+    let group = unique("g-chaos-replica");
+    create_topic(&topic, 4).await;
+    let n = 4000;
+    produce(&topic, records(n, 40, 4)).await;
+    let (sandbox, _stop) = start_sandbox(Faults {
+        latency: Duration::from_millis(5),
+        ..Faults::default()
+    })
+    .await;
+    let max_in_flight = 100;
+    let yaml = config(
+        &sandbox.base_url(),
+        &kafka_brokers(),
+        &group,
+        &route("all", &topic, "a", None),
+        &format!("  max_in_flight: {max_in_flight}\n  commit_interval: 500ms\n"),
+    );
+    let (_dir, config_path, log) = config_file(&yaml);
+    let mut one = start_process(&config_path, &log);
+    let mut two = start_process(&config_path, &log);
+    assert!(wait_until(Duration::from_secs(90), || seen(&sandbox).unique() >= n / 4).await);
+    two.kill().unwrap();
+    two.wait().unwrap();
+    let all = wait_until(Duration::from_secs(180), || seen(&sandbox).unique() >= n).await;
+    sigterm(&one);
+    let _ = tokio::task::spawn_blocking(move || one.wait()).await;
+    let s = seen(&sandbox);
+    eprintln!(
+        "replica killed: {} unique, {} duplicates",
+        s.unique(),
+        s.duplicates()
+    );
+    assert!(
+        all,
+        "only {} of {n}: the killed replica's partitions did not move",
+        s.unique()
+    );
+    assert!(
+        s.duplicates() <= max_in_flight,
+        "{} duplicates",
+        s.duplicates()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_down_mid_stream_pauses_delivery_and_it_resumes_without_loss() {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("orders", 2, 1).unwrap();
+    let p: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let n = 1000;
+    for (i, payload) in payloads(n, 10).into_iter().enumerate() {
+        p.send(
+            FutureRecord::<(), _>::to("orders")
+                .payload(&payload)
+                .partition((i % 2) as i32),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    }
+    let (sandbox, _stop) = start_sandbox(Faults {
+        latency: Duration::from_millis(5),
+        ..Faults::default()
+    })
+    .await;
+    let bridge = spawn_bridge(&config(
+        &sandbox.base_url(),
+        &brokers,
+        "g-broker",
+        &route("all", "orders", "a", None),
+        "  max_in_flight: 50\n  commit_interval: 200ms\n",
+    ));
+    assert!(wait_until(Duration::from_secs(30), || seen(&sandbox).unique() >= 200).await);
+    cluster.broker_down(1).unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let during = seen(&sandbox).unique();
+    cluster.broker_up(1).unwrap();
+    let all = wait_until(Duration::from_secs(60), || seen(&sandbox).unique() >= n).await;
+    let s = seen(&sandbox);
+    eprintln!(
+        "broker down at ~{during}: {} unique, {} duplicates",
+        s.unique(),
+        s.duplicates()
+    );
+    assert!(all, "only {} of {n} after the broker came back", s.unique());
+    assert!(s.duplicates() <= 50, "{} duplicates", s.duplicates());
+    assert!(!bridge.task.is_finished(), "the bridge never exits");
+    bridge.stop().await;
+}
