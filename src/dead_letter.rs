@@ -212,6 +212,7 @@ fn is_producer_safe(key: &str) -> bool {
         || key.starts_with("max.poll")
         || key.starts_with("partition.assignment")
         || key.starts_with("enable.auto")
+        || key.starts_with("statistics.")
         || key == "isolation.level"
         || key == "enable.partition.eof")
 }

@@ -217,6 +217,15 @@ impl SandboxHandle {
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(faults);
     }
 
+    /// Replace (or add) an app's secret, as Orceum does when a secret is rotated.
+    pub fn set_secret(&self, app_id: &str, secret: &str) {
+        self.sandbox
+            .apps
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(app_id.to_string(), secret.to_string());
+    }
+
     /// Forget recorded events and reset the stats.
     pub fn clear(&self) {
         let mut recorded = self.sandbox.recorded();
@@ -240,7 +249,7 @@ pub async fn start(
 ) -> std::io::Result<SandboxHandle> {
     let addr = listener.local_addr()?;
     let sandbox = Arc::new(Sandbox {
-        apps: cfg.apps,
+        apps: RwLock::new(cfg.apps),
         accept_any: cfg.accept_any,
         print: cfg.print,
         faults: RwLock::new(Arc::new(cfg.faults)),
@@ -276,7 +285,8 @@ fn router(sandbox: Arc<Sandbox>) -> Router {
 }
 
 struct Sandbox {
-    apps: HashMap<String, String>,
+    // A lock so a test can rotate a secret while the sandbox runs.
+    apps: RwLock<HashMap<String, String>>,
     accept_any: bool,
     print: bool,
     // An `Arc` so a request takes a snapshot without cloning the sets.
@@ -337,9 +347,13 @@ impl Sandbox {
 
     /// Steps 1–6 of the module doc. Returns the parsed body.
     fn verify(&self, app_id: &str, headers: &HeaderMap, body: &[u8]) -> Result<Value, Rejection> {
-        let secret = match self.apps.get(app_id) {
+        let (known, no_apps) = {
+            let apps = self.apps.read().unwrap_or_else(PoisonError::into_inner);
+            (apps.get(app_id).cloned(), apps.is_empty())
+        };
+        let secret = match known.as_deref() {
             Some(secret) => Some(secret.as_bytes()),
-            None if self.accept_any && self.apps.is_empty() => None,
+            None if self.accept_any && no_apps => None,
             None => {
                 return Err(reject(
                     StatusCode::NOT_FOUND,
@@ -481,10 +495,11 @@ impl Sandbox {
     }
 
     fn known_apps(&self) -> String {
-        if self.apps.is_empty() {
+        let apps = self.apps.read().unwrap_or_else(PoisonError::into_inner);
+        if apps.is_empty() {
             return "no apps (configure one with --app APP_ID=SECRET)".to_string();
         }
-        let mut ids: Vec<&str> = self.apps.keys().map(String::as_str).collect();
+        let mut ids: Vec<&str> = apps.keys().map(String::as_str).collect();
         ids.sort_unstable();
         ids.join(", ")
     }

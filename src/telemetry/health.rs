@@ -27,6 +27,17 @@ impl Readiness {
         flag
     }
 
+    /// Each source and whether it is up.
+    pub fn states(&self) -> Vec<(String, bool)> {
+        let m = match self.sources.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        m.iter()
+            .map(|(n, f)| (n.clone(), f.load(Ordering::Relaxed)))
+            .collect()
+    }
+
     /// Ready sources, and the names of those that are not.
     pub fn check(&self) -> Result<(), Vec<String>> {
         let m = match self.sources.lock() {
@@ -80,6 +91,12 @@ async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
 }
 
 async fn metrics_text(State(s): State<AppState>) -> ([(&'static str, &'static str); 1], String) {
+    for (source, up) in s.readiness.states() {
+        s.metrics
+            .source_ready
+            .with_label_values(&[&source])
+            .set(i64::from(up));
+    }
     (
         [("content-type", "text/plain; version=0.0.4")],
         s.metrics.render(),

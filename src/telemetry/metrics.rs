@@ -24,6 +24,7 @@ pub struct Metrics {
     pub committed_offset: IntGaugeVec,
     pub consumer_lag: IntGaugeVec,
     pub assigned_partitions: IntGaugeVec,
+    pub source_ready: IntGaugeVec,
     pub jetstream_pending: IntGaugeVec,
     pub jetstream_ack_pending: IntGaugeVec,
     pub end_to_end_latency: HistogramVec,
@@ -161,6 +162,12 @@ impl Metrics {
                 "kafka_consumer_lag",
                 "High watermark minus committed offset.",
                 &["topic", "partition"],
+            ),
+            source_ready: gauge(
+                &r,
+                "source_ready",
+                "1 when the source is connected (what /readyz checks), else 0.",
+                &["source"],
             ),
             assigned_partitions: gauge(
                 &r,
