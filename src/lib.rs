@@ -108,7 +108,11 @@ pub async fn run_with(
         health_stop.clone(),
     ));
 
-    let client = OrceumClient::new(&bridge.orceum.base_url, bridge.orceum.timeout)?;
+    let client = OrceumClient::with_ca(
+        &bridge.orceum.base_url,
+        bridge.orceum.timeout,
+        bridge.orceum.ca_file.as_deref(),
+    )?;
     let dead_letter = dead_letter_sink(&bridge).await?;
     let abandon = CancellationToken::new();
     let ctx = Arc::new(DeliveryContext::new(

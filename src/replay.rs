@@ -367,7 +367,11 @@ pub async fn replay(bridge: &Bridge, opts: &ReplayOptions) -> Result<ReplaySumma
         }
         ReplayFrom::JetStream { stream } => read_jetstream(bridge, opts, stream).await?,
     };
-    let client = OrceumClient::new(&bridge.orceum.base_url, bridge.orceum.timeout)?;
+    let client = OrceumClient::with_ca(
+        &bridge.orceum.base_url,
+        bridge.orceum.timeout,
+        bridge.orceum.ca_file.as_deref(),
+    )?;
     let retry = &bridge.delivery.retry;
     let mut summary = ReplaySummary {
         read: records.len(),

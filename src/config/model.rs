@@ -33,6 +33,9 @@ pub struct OrceumConfig {
     /// Plain `http://` is refused for hosts other than loopback unless this is true.
     #[serde(default)]
     pub allow_insecure_http: bool,
+    /// Extra CA certificates (PEM) trusted for Orceum, on top of the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_base_url() -> String {
@@ -48,6 +51,7 @@ impl Default for OrceumConfig {
             base_url: default_base_url(),
             timeout: default_timeout(),
             allow_insecure_http: false,
+            ca_file: None,
         }
     }
 }

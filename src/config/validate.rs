@@ -162,6 +162,22 @@ pub fn validate_with(
     let mut errors = Vec::new();
 
     check_base_url(&file.orceum, &mut errors);
+    if let Some(ca) = &file.orceum.ca_file {
+        match std::fs::read(ca) {
+            Ok(pem) => {
+                if reqwest::Certificate::from_pem_bundle(&pem).map_or(true, |c| c.is_empty()) {
+                    errors.push(ConfigError::new(
+                        "orceum.ca_file",
+                        format!("{} holds no PEM certificate", ca.display()),
+                    ));
+                }
+            }
+            Err(e) => errors.push(ConfigError::new(
+                "orceum.ca_file",
+                format!("cannot read {}: {e}", ca.display()),
+            )),
+        }
+    }
     if file.orceum.timeout.is_zero() {
         errors.push(ConfigError::new("orceum.timeout", "must be more than 0"));
     }

@@ -137,12 +137,13 @@ impl DeliveryContext {
                         .retries
                         .with_label_values(&[&app.name, &reason])
                         .inc();
-                    if reason == "unauthorized" {
+                    // First failure and every 20th: an outage must not flood the logs.
+                    let loud = attempts == 1 || attempts % 20 == 0;
+                    if reason == "unauthorized" && loud {
                         tracing::error!(app = %app.name, app_id = %app.app_id, route = %job.route.name,
                             source = %job.msg.origin.coordinates(), attempts,
                             "Orceum answered 401: the app's secret or signature is wrong; retrying until the secret is fixed");
-                    } else if let (Err(e), true) = (&result, attempts == 1 || attempts % 20 == 0) {
-                        // First failure and every 20th: an outage must not flood the logs.
+                    } else if let (Err(e), true) = (&result, loud) {
                         tracing::warn!(app = %app.name, source = %job.msg.origin.coordinates(), attempts, error = %e, "push failed; will retry");
                     } else {
                         tracing::debug!(app = %app.name, source = %job.msg.origin.coordinates(), attempts, reason = %reason, "push will be retried");

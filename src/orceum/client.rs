@@ -116,7 +116,24 @@ pub struct OrceumClient {
 
 impl OrceumClient {
     pub fn new(base_url: &str, timeout: Duration) -> Result<Self, ClientBuildError> {
-        let http = reqwest::Client::builder()
+        Self::with_ca(base_url, timeout, None)
+    }
+
+    /// A client trusting the system's roots plus the CA certificates in `ca_file` (PEM).
+    pub fn with_ca(
+        base_url: &str,
+        timeout: Duration,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, ClientBuildError> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| ClientBuildError(format!("ca_file {}: {e}", path.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| ClientBuildError(format!("ca_file {}: {e}", path.display())))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .pool_idle_timeout(Duration::from_secs(90))
