@@ -135,6 +135,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Loads the config, or prints every error in it (with paths) and returns `None`.
+fn load_or_report(path: &std::path::Path) -> Option<config::Bridge> {
+    match config::load_file(path) {
+        Ok(b) => Some(b),
+        Err(errors) => {
+            eprint!("{errors}");
+            None
+        }
+    }
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -177,12 +188,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Run { config } => {
-            let bridge = match config::load_file(&config) {
-                Ok(b) => b,
-                Err(errors) => {
-                    eprint!("{errors}");
-                    return Ok(ExitCode::from(1));
-                }
+            let Some(bridge) = load_or_report(&config) else {
+                return Ok(ExitCode::from(1));
             };
             orceum_bridge::telemetry::logging::init(bridge.observability.log_format);
             let rt = runtime()?;
@@ -203,12 +210,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             input,
             meta,
         } => {
-            let bridge = match config::load_file(&config) {
-                Ok(b) => b,
-                Err(errors) => {
-                    eprint!("{errors}");
-                    return Ok(ExitCode::from(1));
-                }
+            let Some(bridge) = load_or_report(&config) else {
+                return Ok(ExitCode::from(1));
             };
             let mut bytes = Vec::new();
             match input {
@@ -288,12 +291,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             max_elapsed,
         } => {
-            let bridge = match config::load_file(&config) {
-                Ok(b) => b,
-                Err(errors) => {
-                    eprint!("{errors}");
-                    return Ok(ExitCode::from(1));
-                }
+            let Some(bridge) = load_or_report(&config) else {
+                return Ok(ExitCode::from(1));
             };
             let opts = orceum_bridge::replay::ReplayOptions {
                 from,

@@ -19,7 +19,7 @@ use crate::route::{parse_payload, Mapped};
 use crate::source::{Message, Origin};
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message as _};
+use rdkafka::message::Message as _;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -273,14 +273,7 @@ fn read_kafka(
                     ends.remove(&m.partition());
                     continue;
                 }
-                let headers = m
-                    .headers()
-                    .map(|hs| {
-                        hs.iter()
-                            .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let headers = crate::source::kafka::headers_of(&m);
                 records.push(record_from(
                     format!("{topic}/{}@{}", m.partition(), m.offset()),
                     &name,

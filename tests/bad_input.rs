@@ -58,10 +58,10 @@ fn bad_configs_are_refused_with_the_path_and_the_fix() {
         ("secret without whs_", GOOD.replace("env: BI_SECRET", "env: NOT_WHS"), "apps.tasks.secret: environment variable NOT_WHS does not start with whs_"),
         ("jq syntax error", GOOD.replace("'{id: .id}'", "'{id: .id'"), "routes[0].event.event_data: jq syntax error"),
         ("undefined jq function", GOOD.replace(".priority", "nosuch(.priority)"), "routes[0].event.priority: jq error: undefined function nosuch/1"),
-        ("duplicate route names", format!("{GOOD}").replace("delivery:", "  - { name: done, source: events, topics: [x], app: tasks, event: { installation_id: .i, event_type: '\"x\"', event_data: '{}' } }\ndelivery:"), "routes[1].name: \"done\" is used by an earlier route"),
+        ("duplicate route names", GOOD.replace("delivery:", "  - { name: done, source: events, topics: [x], app: tasks, event: { installation_id: .i, event_type: '\"x\"', event_data: '{}' } }\ndelivery:"), "routes[1].name: \"done\" is used by an earlier route"),
         ("unknown app", GOOD.replace("app: tasks\n", "app: billing\n"), "routes[0].app: \"billing\" is not an app; defined: tasks"),
         ("unknown source", GOOD.replace("source: events\n", "source: bus\n"), "routes[0].source: \"bus\" is not a source; defined: events"),
-        ("bad duration", format!("{GOOD}").replace("delivery: {", "delivery: { shutdown_timeout: soon,"), "is not a duration"),
+        ("bad duration", GOOD.replace("delivery: {", "delivery: { shutdown_timeout: soon,"), "is not a duration"),
         ("plain http to a remote host", format!("orceum: {{ base_url: \"http://orceum.example.com/v1\" }}\n{GOOD}"), "orceum.base_url: plain http://"),
         ("bad Kafka property", GOOD.replace("localhost:9092\" }", "localhost:9092\", properties: { fetch.wait.max.mss: 5 } }"), "sources.events.kafka.properties: librdkafka refuses them"),
     ];

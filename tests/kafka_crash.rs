@@ -8,28 +8,10 @@ mod harness;
 use common::*;
 use harness::*;
 use orceum_bridge::orceum::sandbox::Faults;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const MAX_IN_FLIGHT: usize = 100;
-
-fn start(config_path: &std::path::Path, log: &std::path::Path) -> Child {
-    let log = std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("open log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orceum-bridge"));
-    cmd.args(["run", "-c"])
-        .arg(config_path)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log);
-    for (k, v) in env_vars() {
-        cmd.env(k, v);
-    }
-    cmd.spawn().expect("start orceum-bridge")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_three_times_loses_nothing_and_duplicates_stay_within_the_in_flight_bound() {
@@ -71,7 +53,7 @@ async fn sigkill_three_times_loses_nothing_and_duplicates_stay_within_the_in_fli
 
     let mut kills = Vec::new();
     for stage in [0.2, 0.45, 0.7] {
-        let mut child = start(&config_path, &log);
+        let mut child = start_process(&config_path, &log);
         let target = (n as f64 * stage) as usize;
         let reached = wait_until(Duration::from_secs(120), || {
             seen(&sandbox).unique() >= target
@@ -87,7 +69,7 @@ async fn sigkill_three_times_loses_nothing_and_duplicates_stay_within_the_in_fli
         child.wait().unwrap();
         kills.push(seen(&sandbox).unique());
     }
-    let mut child = start(&config_path, &log);
+    let mut child = start_process(&config_path, &log);
     let all = wait_until(Duration::from_secs(180), || seen(&sandbox).unique() >= n).await;
     let s = seen(&sandbox);
     assert!(all, "only {} of {n} delivered after 3 kills", s.unique());

@@ -11,7 +11,7 @@ use common::*;
 use harness::*;
 use orceum_bridge::orceum::sandbox::Faults;
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 /// A config with apps a and b and one NATS source `bus` at `url`.
@@ -418,24 +418,6 @@ async fn a_nats_server_restart_mid_stream_loses_nothing_and_the_bridge_keeps_run
     bridge.stop().await;
 }
 
-fn start_child(config: &std::path::Path, log: &std::path::Path) -> Child {
-    let log = std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orceum-bridge"));
-    cmd.args(["run", "-c"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log);
-    for (k, v) in env_vars() {
-        cmd.env(k, v);
-    }
-    cmd.spawn().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jetstream_with_faults_and_three_sigkills_delivers_everything_with_bounded_duplicates() {
     let url = nats_url();
@@ -464,7 +446,7 @@ async fn jetstream_with_faults_and_three_sigkills_delivers_everything_with_bound
     std::fs::write(&config, yaml).unwrap();
     let log = dir.path().join("log");
     for stage in [0.2, 0.45, 0.7] {
-        let mut child = start_child(&config, &log);
+        let mut child = start_process(&config, &log);
         let target = (n as f64 * stage) as usize;
         assert!(
             wait_until(Duration::from_secs(180), || seen(&sandbox).unique()
@@ -477,7 +459,7 @@ async fn jetstream_with_faults_and_three_sigkills_delivers_everything_with_bound
         child.kill().unwrap();
         child.wait().unwrap();
     }
-    let mut child = start_child(&config, &log);
+    let mut child = start_process(&config, &log);
     let all = wait_until(Duration::from_secs(300), || seen(&sandbox).unique() >= n).await;
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -174,6 +174,14 @@ fn found(part: &str) -> String {
     }
 }
 
+fn syntax_error(code: &str, expected: &str, at: &str) -> String {
+    format!(
+        "jq syntax error: expected {expected}, found {}{}",
+        found(at),
+        position(code, at)
+    )
+}
+
 fn load_errors(code: &str, errs: load::Errors<&str, ()>) -> String {
     let mut msgs = Vec::new();
     for (_file, err) in errs {
@@ -185,22 +193,12 @@ fn load_errors(code: &str, errs: load::Errors<&str, ()>) -> String {
             }
             load::Error::Lex(es) => {
                 for (expect, at) in es {
-                    msgs.push(format!(
-                        "jq syntax error: expected {}, found {}{}",
-                        expect.as_str(),
-                        found(at),
-                        position(code, at)
-                    ))
+                    msgs.push(syntax_error(code, expect.as_str(), at))
                 }
             }
             load::Error::Parse(es) => {
                 for (expect, at) in es {
-                    msgs.push(format!(
-                        "jq syntax error: expected {}, found {}{}",
-                        expect.as_str(),
-                        found(at),
-                        position(code, at)
-                    ))
+                    msgs.push(syntax_error(code, expect.as_str(), at))
                 }
             }
         }

@@ -110,6 +110,17 @@ pub fn check_properties(source_name: &str, cfg: &KafkaSourceConfig) -> Result<()
         .map_err(|e| format!("librdkafka refuses them: {e}"))
 }
 
+/// A Kafka message's headers as owned `(name, value)` pairs.
+pub fn headers_of(m: &impl rdkafka::message::Message) -> Vec<(String, Option<Vec<u8>>)> {
+    m.headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Limits that decide when partitions pause.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -586,14 +597,7 @@ impl KafkaSource {
             p.tracker.track(offset);
             p.epoch
         };
-        let headers = m
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let headers = headers_of(m);
         let timestamp = m
             .timestamp()
             .to_millis()
