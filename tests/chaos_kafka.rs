@@ -109,9 +109,9 @@ async fn orceum_down_for_a_while_builds_lag_commits_nothing_early_then_drains() 
     first.stopped().await;
     let delivered_before = seen(&first).unique();
     let outage = if long() {
-        Duration::from_secs(30)
+        Duration::from_secs(120)
     } else {
-        Duration::from_secs(10)
+        Duration::from_secs(30)
     };
     let until = Instant::now() + outage;
     let mut max_committed = 0i64;
