@@ -9,6 +9,20 @@ use harness::*;
 use orceum_bridge::orceum::sandbox::Faults;
 use std::time::Duration;
 
+/// Unique deliveries per partition, to tell which member stalled if one does.
+fn per_partition(
+    sandbox: &orceum_bridge::orceum::sandbox::SandboxHandle,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for source in seen(sandbox).per_source.keys() {
+        let p = source
+            .rsplit_once('@')
+            .map(|(tp, _)| tp.rsplit('/').next().unwrap_or("?").to_string());
+        *m.entry(p.unwrap_or_default()).or_insert(0) += 1;
+    }
+    m
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_joining_mid_stream_takes_partitions_without_losing_anything() {
     let topic = unique("rebalance");
@@ -49,10 +63,22 @@ async fn a_replica_joining_mid_stream_takes_partitions_without_losing_anything()
         .await
     );
     let second = spawn_bridge(&yaml);
+    let all = wait_until(Duration::from_secs(240), || seen(&sandbox).unique() >= n).await;
     assert!(
-        wait_until(Duration::from_secs(240), || seen(&sandbox).unique() >= n).await,
-        "only {} of {n} delivered",
-        seen(&sandbox).unique()
+        all,
+        "only {} of {n} delivered; per partition: {:?}; first replica {}, second {}",
+        seen(&sandbox).unique(),
+        per_partition(&sandbox),
+        counter(
+            &first.metrics_text(),
+            "orceum_bridge_events_delivered_total",
+            ""
+        ),
+        counter(
+            &second.metrics_text(),
+            "orceum_bridge_events_delivered_total",
+            ""
+        )
     );
     let ends = end_offsets(&topic, 4);
     let want: Vec<Option<i64>> = ends.iter().map(|e| Some(*e)).collect();
@@ -90,6 +116,54 @@ async fn a_replica_joining_mid_stream_takes_partitions_without_losing_anything()
         s.duplicates() <= max_in_flight,
         "{} duplicates from one rebalance",
         s.duplicates()
+    );
+    first.stop().await;
+    second.stop().await;
+}
+
+/// Partitions paused at the in-flight bound when they are revoked must not come back paused:
+/// librdkafka keeps the pause flag across rebalances, the bridge clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitions_paused_at_the_bound_when_revoked_are_fetched_again_after_reassignment() {
+    let topic = unique("rebalance-paused");
+    let group = unique("g-rebalance-paused");
+    create_topic(&topic, 4).await;
+    let n = 800;
+    let records: Vec<Record> = payloads(n, 40)
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            (
+                Some(format!("inst_{}", i % 40)),
+                p,
+                Some(((i % 40) % 4) as i32),
+            )
+        })
+        .collect();
+    produce(&topic, records).await;
+    // Slow pushes and a tiny bound: every partition sits paused at the bound most of the time.
+    let (sandbox, _stop) = start_sandbox(Faults {
+        latency: Duration::from_millis(40),
+        ..Faults::default()
+    })
+    .await;
+    let yaml = config(
+        &sandbox.base_url(),
+        &kafka_brokers(),
+        &group,
+        &route("all", &topic, "a", None),
+        "  max_in_flight: 8\n  max_in_flight_per_partition: 4\n  commit_interval: 200ms\n  shutdown_timeout: 10s\n",
+    );
+    let first = spawn_bridge(&yaml);
+    assert!(wait_until(Duration::from_secs(120), || seen(&sandbox).unique() >= 60).await);
+    let second = spawn_bridge(&yaml);
+    let all = wait_until(Duration::from_secs(180), || seen(&sandbox).unique() >= n).await;
+    let s = seen(&sandbox);
+    eprintln!("{} unique, {} duplicates", s.unique(), s.duplicates());
+    assert!(
+        all,
+        "only {} of {n}: a partition stayed paused after the rebalance",
+        s.unique()
     );
     first.stop().await;
     second.stop().await;

@@ -237,6 +237,18 @@ impl ClientContext for Ctx {
 }
 
 impl ConsumerContext for Ctx {
+    /// A newly assigned partition starts unpaused in the book; resume it in librdkafka too, so
+    /// the two agree by construction whatever the assignment protocol did with an earlier pause.
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            if tpl.count() > 0 {
+                if let Err(e) = consumer.resume(tpl) {
+                    tracing::warn!(source = %self.source_name, error = %e, "cannot resume newly assigned partitions");
+                }
+            }
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {

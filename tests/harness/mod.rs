@@ -97,6 +97,8 @@ pub fn load(yaml: &str) -> Bridge {
 /// A bridge running in this process.
 pub struct InProcess {
     pub shutdown: CancellationToken,
+    /// Cancels `shutdown` when dropped, so a failing test stops its bridge instead of hanging.
+    _stop_on_drop: tokio_util::sync::DropGuard,
     pub task: tokio::task::JoinHandle<Result<(), orceum_bridge::RunError>>,
     pub metrics: Arc<Mutex<Option<Arc<Metrics>>>>,
     pub addr: Arc<Mutex<Option<std::net::SocketAddr>>>,
@@ -119,6 +121,7 @@ pub fn spawn_bridge(yaml: &str) -> InProcess {
         },
     ));
     InProcess {
+        _stop_on_drop: shutdown.clone().drop_guard(),
         shutdown,
         task,
         metrics,
