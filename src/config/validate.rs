@@ -476,6 +476,7 @@ pub fn validate_with(
                     metadata,
                 },
                 source_metadata: r.source_metadata,
+                reads_meta: Default::default(),
             }));
         }
     }

@@ -27,6 +27,8 @@ pub struct Route {
     pub filter: Option<JqTemplate>,
     pub event: EventTemplate,
     pub source_metadata: bool,
+    /// Whether an expression reads `$meta`; worked out on first use.
+    pub reads_meta: std::sync::OnceLock<bool>,
 }
 
 /// The compiled `event:` block.
@@ -128,10 +130,14 @@ impl Route {
             Parsed::Json(v) => v,
             Parsed::Invalid(r) => return Mapped::Rejected(r.clone()),
         };
-        let meta = msg.meta();
-        // One conversion into jaq's values, shared by every field's expression.
+        // One conversion into jaq's values, shared by every field's expression. `$meta` is
+        // only built when an expression of this route reads it (most do not): it allocates.
         let input_val = json_to_val(input);
-        let meta_val = json_to_val(&meta);
+        let meta_val = if self.uses_meta() {
+            json_to_val(&msg.meta())
+        } else {
+            jaq_json::Val::Null
+        };
         let run = |field: &str, t: &JqTemplate| -> Result<Option<Value>, Rejection> {
             t.run_vals(input_val.clone(), meta_val.clone())
                 .map_err(|e| Rejection::new("template_error", format!("{field}: {e}")))
@@ -151,6 +157,29 @@ impl Route {
             Ok(ev) => Mapped::Event(ev),
             Err(r) => Mapped::Rejected(r),
         }
+    }
+
+    /// Whether any expression of this route mentions `$meta`.
+    fn uses_meta(&self) -> bool {
+        *self.reads_meta.get_or_init(|| self.mentions_meta())
+    }
+
+    fn mentions_meta(&self) -> bool {
+        let t = &self.event;
+        [
+            Some(&t.installation_id),
+            Some(&t.event_type),
+            Some(&t.event_data),
+        ]
+        .into_iter()
+        .chain([
+            t.timestamp.as_ref(),
+            t.priority.as_ref(),
+            t.metadata.as_ref(),
+            self.filter.as_ref(),
+        ])
+        .flatten()
+        .any(|tpl| tpl.source().contains("$meta"))
     }
 
     fn build_event(&self, msg: &Message, run: &FieldRunner<'_>) -> Result<OrceumEvent, Rejection> {
@@ -276,6 +305,7 @@ mod tests {
                 metadata: Some(JqTemplate::compile("{team: \"tasks\", k: $meta.key}").unwrap()),
             },
             source_metadata: true,
+            reads_meta: Default::default(),
         }
     }
 
