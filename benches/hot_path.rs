@@ -1,0 +1,211 @@
+//! The per-event hot path, through the library's own code: jq templates (`Route::map`), the
+//! request body (`OrceumEvent::to_body`), the HMAC signature and request building
+//! (`orceum::client::prepare`), for a small (~300 B) and a large (~8 KB) message.
+//!
+//! `cargo bench --bench hot_path -- --warm-up-time 1 --measurement-time 3`
+//!
+//! Target (issue 7): template + serialise + sign under 5 µs per small event on a 2-core machine.
+//! Results and the machine they came from: docs/performance.md. No timing is asserted here.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use orceum_bridge::config::validate::{load_str, App};
+use orceum_bridge::orceum::client::prepare;
+use orceum_bridge::orceum::event::OrceumEvent;
+use orceum_bridge::orceum::sign::signature_header;
+use orceum_bridge::route::{parse_payload, Mapped, Parsed, Route};
+use orceum_bridge::source::{Message, Origin};
+use serde_json::{json, Value};
+use std::hint::black_box;
+use std::sync::Arc;
+
+/// The route of the README's example (filter, five templates, one object construction), plus
+/// a pass-through route for the large event (its `data` becomes `event_data` whole).
+const CONFIG: &str = r#"
+orceum: { base_url: "http://127.0.0.1:9/v1", timeout: 2s }
+apps:
+  tasks: { app_id: app_123, secret: { env: ORCEUM_TASKS_SECRET } }
+sources:
+  events: { kafka: { bootstrap_servers: "localhost:9092" } }
+routes:
+  - name: task-completed
+    source: events
+    topics: [tasks]
+    app: tasks
+    filter: '.status == "done"'
+    event:
+      installation_id: .user.installation_id
+      event_type: '"task.completed"'
+      event_data: '{task_id: .id, title, completed_at}'
+      timestamp: .completed_at
+      priority: 'if .urgent then "high" else "normal" end'
+  - name: export-ready
+    source: events
+    topics: [exports]
+    app: tasks
+    event:
+      installation_id: .user.installation_id
+      event_type: '"export.ready"'
+      event_data: .data
+      timestamp: .completed_at
+"#;
+
+const SECRET: &str = "whs_3f9c1d7e2b8a4c6d0e5f1a2b3c4d5e6f";
+
+fn env(name: &str) -> Option<String> {
+    (name == "ORCEUM_TASKS_SECRET").then(|| SECRET.to_string())
+}
+
+/// A task-completed message of about 300 bytes.
+fn small_payload() -> Vec<u8> {
+    let v = json!({
+        "id": "task_01HZX3K9Q7W2V8N4M6P5R3T1Y0",
+        "title": "Reconcile the March invoices for the EMEA billing entity",
+        "status": "done",
+        "urgent": false,
+        "completed_at": "2026-03-14T09:26:53Z",
+        "user": { "id": "usr_7f3a9c", "installation_id": "inst_4b8e2d1a", "email": "ana@example.com" },
+        "project": { "id": "prj_0192", "name": "Finance ops" },
+        "tags": ["finance", "monthly"]
+    });
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// An export-ready message of about 8 KB: its `data` (rows of an export manifest) is copied
+/// into `event_data` whole, so every byte goes through conversion, serialisation and the HMAC.
+fn large_payload() -> Vec<u8> {
+    let rows: Vec<Value> = (0..52)
+        .map(|i| {
+            json!({
+                "file": format!("exports/2026-03/part-{i:04}.parquet"),
+                "rows": 10_000 + i * 37,
+                "bytes": 1_048_576 + i * 4096,
+                "sha256": format!("{:064x}", (i as u128 + 1) * 0x9e37_79b9_7f4a_7c15),
+            })
+        })
+        .collect();
+    let v = json!({
+        "id": "exp_01HZX3M2",
+        "completed_at": "2026-03-14T09:26:53.120Z",
+        "user": { "id": "usr_7f3a9c", "installation_id": "inst_4b8e2d1a" },
+        "data": { "export_id": "exp_01HZX3M2", "format": "parquet", "files": rows }
+    });
+    serde_json::to_vec(&v).unwrap()
+}
+
+fn message(topic: &str, payload: Vec<u8>) -> Message {
+    Message {
+        source: Arc::from("events"),
+        origin: Origin::Kafka {
+            topic: Arc::from(topic),
+            partition: 3,
+            offset: 1_834_221,
+        },
+        route: None,
+        payload,
+        key: Some(b"inst_4b8e2d1a".to_vec()),
+        headers: vec![("trace-id".into(), Some(b"4bf92f3577b34da6".to_vec()))],
+        timestamp: None,
+    }
+}
+
+fn event(route: &Route, msg: &Message, parsed: &Parsed) -> OrceumEvent {
+    match route.map(msg, parsed) {
+        Mapped::Event(ev) => ev,
+        other => panic!("the bench message did not map to an event: {other:?}"),
+    }
+}
+
+struct Case {
+    name: &'static str,
+    route: Arc<Route>,
+    msg: Message,
+}
+
+fn hot_path(c: &mut Criterion) {
+    let bridge = load_str(CONFIG, "bench.yaml", env).expect("bench config");
+    let app: App = bridge.apps["tasks"].clone();
+    let base_url = "http://127.0.0.1:9/v1";
+    let cases = [
+        Case {
+            name: "small",
+            route: bridge.routes[0].clone(),
+            msg: message("tasks", small_payload()),
+        },
+        Case {
+            name: "large",
+            route: bridge.routes[1].clone(),
+            msg: message("exports", large_payload()),
+        },
+    ];
+
+    for case in &cases {
+        let parsed = parse_payload(&case.msg.payload, 1 << 20);
+        let ev = event(&case.route, &case.msg, &parsed);
+        let body = ev.to_body();
+        eprintln!(
+            "{}: message {} B, body {} B",
+            case.name,
+            case.msg.payload.len(),
+            body.len()
+        );
+
+        let mut g = c.benchmark_group(case.name);
+        g.throughput(Throughput::Elements(1));
+
+        // The message bytes → serde_json::Value (done once per message, shared by routes).
+        g.bench_function("parse", |b| {
+            b.iter(|| parse_payload(black_box(&case.msg.payload), 1 << 20))
+        });
+        // Filter + every event template, typing and timestamp normalisation.
+        g.bench_function("template", |b| {
+            b.iter(|| case.route.map(black_box(&case.msg), black_box(&parsed)))
+        });
+        // Where `template` goes: `$meta` built per message, and one field's expression run
+        // through the public `JqTemplate::run` (which converts input and `$meta` to jaq values,
+        // runs, converts back) against the same expression on `null` (jaq's fixed cost).
+        g.bench_function("meta", |b| b.iter(|| black_box(&case.msg).meta()));
+        let input = match &parsed {
+            Parsed::Json(v) => v.clone(),
+            Parsed::Invalid(r) => panic!("the bench message is not JSON: {r:?}"),
+        };
+        let meta = case.msg.meta();
+        let field = &case.route.event.installation_id;
+        g.bench_function("one_field", |b| {
+            b.iter(|| field.run(black_box(&input), black_box(&meta)))
+        });
+        g.bench_function("one_field_on_null", |b| {
+            b.iter(|| field.run(black_box(&Value::Null), black_box(&Value::Null)))
+        });
+        g.bench_function("serialise", |b| b.iter(|| black_box(&ev).to_body()));
+        g.bench_function("sign_hmac", |b| {
+            b.iter(|| signature_header(black_box(SECRET.as_bytes()), black_box(&body)))
+        });
+        // URL, headers, signature, X-Timestamp: what each attempt builds.
+        g.bench_function("prepare", |b| {
+            b.iter_batched(
+                || body.clone(),
+                |body| prepare(black_box(base_url), &app, body),
+                BatchSize::SmallInput,
+            )
+        });
+        // The issue's target: template + serialise + sign (+ request building).
+        g.bench_function("template_serialise_sign", |b| {
+            b.iter(|| {
+                let ev = event(&case.route, black_box(&case.msg), &parsed);
+                prepare(base_url, &app, ev.to_body())
+            })
+        });
+        // The same with the JSON parse: everything the engine does per message before HTTP.
+        g.bench_function("parse_template_serialise_sign", |b| {
+            b.iter(|| {
+                let parsed = parse_payload(black_box(&case.msg.payload), 1 << 20);
+                let ev = event(&case.route, &case.msg, &parsed);
+                prepare(base_url, &app, ev.to_body())
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, hot_path);
+criterion_main!(benches);
