@@ -17,17 +17,6 @@ fn long() -> bool {
     std::env::var("ORCEUM_CHAOS_LONG").is_ok_and(|v| v == "1")
 }
 
-fn records(n: usize, keys: usize, partitions: usize) -> Vec<Record> {
-    payloads(n, keys)
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let k = i % keys;
-            (Some(format!("inst_{k}")), p, Some((k % partitions) as i32))
-        })
-        .collect()
-}
-
 /// Unique source coordinates across several sandboxes (one per Orceum "incarnation").
 fn seen_all(sandboxes: &[&SandboxHandle]) -> (usize, usize) {
     let mut per: BTreeMap<String, usize> = BTreeMap::new();
@@ -89,7 +78,7 @@ async fn orceum_down_for_a_while_builds_lag_commits_nothing_early_then_drains() 
     let group = unique("g-chaos-down");
     create_topic(&topic, 3).await;
     let n = if long() { 5000 } else { 1200 };
-    produce(&topic, records(n, 30, 3)).await;
+    produce(&topic, keyed_records(n, 30, 3)).await;
     let (first, stop_first) = sandbox_on(
         "127.0.0.1:0",
         Faults {
@@ -165,7 +154,7 @@ async fn orceum_slower_than_the_timeout_is_retried_without_piling_up() {
     let group = unique("g-chaos-slow");
     create_topic(&topic, 3).await;
     let n = 600;
-    produce(&topic, records(n, 60, 3)).await;
+    produce(&topic, keyed_records(n, 60, 3)).await;
     let (sandbox, _stop) = start_sandbox(Faults {
         latency: Duration::from_millis(1500),
         ..Faults::default()
@@ -231,7 +220,7 @@ async fn sigterm_under_load_exits_0_in_time_and_a_restart_redelivers_nothing() {
     let group = unique("g-chaos-term");
     create_topic(&topic, 3).await;
     let n = 2000;
-    produce(&topic, records(n, 30, 3)).await;
+    produce(&topic, keyed_records(n, 30, 3)).await;
     let (sandbox, _stop) = start_sandbox(Faults {
         latency: Duration::from_millis(5),
         ..Faults::default()
@@ -285,7 +274,7 @@ async fn sigkill_every_few_seconds_ten_times_loses_nothing() {
     let group = unique("g-chaos-kill");
     create_topic(&topic, 3).await;
     let n = if long() { 20_000 } else { 6000 };
-    produce(&topic, records(n, 60, 3)).await;
+    produce(&topic, keyed_records(n, 60, 3)).await;
     let (sandbox, _stop) = start_sandbox(Faults {
         latency: Duration::from_millis(3),
         rate_503: 0.05,
@@ -335,7 +324,7 @@ async fn two_replicas_one_killed_its_partitions_move_and_nothing_is_lost() {
     let group = unique("g-chaos-replica");
     create_topic(&topic, 4).await;
     let n = 4000;
-    produce(&topic, records(n, 40, 4)).await;
+    produce(&topic, keyed_records(n, 40, 4)).await;
     let (sandbox, _stop) = start_sandbox(Faults {
         latency: Duration::from_millis(5),
         ..Faults::default()

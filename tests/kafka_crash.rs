@@ -19,18 +19,7 @@ async fn sigkill_three_times_loses_nothing_and_duplicates_stay_within_the_in_fli
     let group = unique("g-crash");
     create_topic(&topic, 3).await;
     let n = 3000;
-    let records: Vec<Record> = payloads(n, 30)
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| {
-            (
-                Some(format!("inst_{}", i % 30)),
-                p,
-                Some(((i % 30) % 3) as i32),
-            )
-        })
-        .collect();
-    produce(&topic, records).await;
+    produce(&topic, keyed_records(n, 30, 3)).await;
     // A little latency keeps the stream going long enough to be killed in the middle of it.
     let (sandbox, _stop) = start_sandbox(Faults {
         latency: Duration::from_millis(3),

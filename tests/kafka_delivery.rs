@@ -11,19 +11,6 @@ use orceum_bridge::orceum::sandbox::Faults;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-/// Records for `payloads(n, keys)` with the key's partition fixed by the installation, so one
-/// installation's events share a partition and have a source order.
-fn keyed_records(n: usize, keys: usize, partitions: usize) -> Vec<Record> {
-    payloads(n, keys)
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let k = i % keys;
-            (Some(format!("inst_{k}")), p, Some((k % partitions) as i32))
-        })
-        .collect()
-}
-
 /// Asserts that the sandbox accepted each installation's events in increasing `seq` order.
 fn assert_per_installation_order(sandbox: &orceum_bridge::orceum::sandbox::SandboxHandle) {
     let mut last: BTreeMap<String, i64> = BTreeMap::new();

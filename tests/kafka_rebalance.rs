@@ -29,18 +29,7 @@ async fn a_replica_joining_mid_stream_takes_partitions_without_losing_anything()
     let group = unique("g-rebalance");
     create_topic(&topic, 4).await;
     let n = 3000;
-    let records: Vec<Record> = payloads(n, 40)
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| {
-            (
-                Some(format!("inst_{}", i % 40)),
-                p,
-                Some(((i % 40) % 4) as i32),
-            )
-        })
-        .collect();
-    produce(&topic, records).await;
+    produce(&topic, keyed_records(n, 40, 4)).await;
     let (sandbox, _stop) = start_sandbox(Faults {
         latency: Duration::from_millis(5),
         ..Faults::default()
@@ -129,18 +118,7 @@ async fn partitions_paused_at_the_bound_when_revoked_are_fetched_again_after_rea
     let group = unique("g-rebalance-paused");
     create_topic(&topic, 4).await;
     let n = 800;
-    let records: Vec<Record> = payloads(n, 40)
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| {
-            (
-                Some(format!("inst_{}", i % 40)),
-                p,
-                Some(((i % 40) % 4) as i32),
-            )
-        })
-        .collect();
-    produce(&topic, records).await;
+    produce(&topic, keyed_records(n, 40, 4)).await;
     // Slow pushes and a tiny bound: every partition sits paused at the bound most of the time.
     let (sandbox, _stop) = start_sandbox(Faults {
         latency: Duration::from_millis(40),

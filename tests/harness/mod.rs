@@ -214,6 +214,24 @@ pub async fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bo
     }
 }
 
+/// The records of [`payloads`]`(n, keys)`, keyed by installation, with the partition fixed by the
+/// installation (`k % partitions`): one installation's events share a partition and have a
+/// source order. `(key, payload, partition)`, as `common::produce` takes them.
+pub fn keyed_records(
+    n: usize,
+    keys: usize,
+    partitions: usize,
+) -> Vec<(Option<String>, Vec<u8>, Option<i32>)> {
+    payloads(n, keys)
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let k = i % keys;
+            (Some(format!("inst_{k}")), p, Some((k % partitions) as i32))
+        })
+        .collect()
+}
+
 /// `n` JSON payloads `{"inst": "inst_<i % keys>", "seq": i}`.
 pub fn payloads(n: usize, keys: usize) -> Vec<Vec<u8>> {
     (0..n)
