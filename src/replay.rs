@@ -427,11 +427,11 @@ pub async fn replay(bridge: &Bridge, opts: &ReplayOptions) -> Result<ReplaySumma
             );
             continue;
         }
-        let body = event.to_body();
+        let body = bytes::Bytes::from(event.to_body());
         let mut backoff = Backoff::new(retry.initial_backoff, retry.max_backoff);
         let started = Instant::now();
         loop {
-            let result = client.push(app, &body).await;
+            let result = client.push(app, body.clone()).await;
             match classify(&result, &retry.retryable_statuses) {
                 Outcome::Delivered => {
                     summary.delivered += 1;

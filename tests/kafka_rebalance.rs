@@ -110,8 +110,8 @@ async fn a_replica_joining_mid_stream_takes_partitions_without_losing_anything()
     second.stop().await;
 }
 
-/// Partitions paused at the in-flight bound when they are revoked must not come back paused:
-/// librdkafka keeps the pause flag across rebalances, the bridge clears it.
+/// Partitions paused at the in-flight bound when they are revoked must be fetched again once
+/// reassigned (the bridge resumes every newly assigned partition in librdkafka).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn partitions_paused_at_the_bound_when_revoked_are_fetched_again_after_reassignment() {
     let topic = unique("rebalance-paused");

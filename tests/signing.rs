@@ -89,7 +89,10 @@ async fn the_sandbox_accepts_what_the_client_sends() {
     .await
     .unwrap();
     let client = OrceumClient::new(&sb.base_url(), std::time::Duration::from_secs(5)).unwrap();
-    let resp = client.push(&app(), &fixed_event().to_body()).await.unwrap();
+    let resp = client
+        .push(&app(), fixed_event().to_body().into())
+        .await
+        .unwrap();
     assert_eq!(resp.status, 200, "{}", resp.excerpt);
     let events = sb.events();
     assert_eq!(events.len(), 1);
@@ -99,7 +102,7 @@ async fn the_sandbox_accepts_what_the_client_sends() {
     wrong.secret = AppSecret::fixed("whs_wrong");
     assert_eq!(
         client
-            .push(&wrong, &fixed_event().to_body())
+            .push(&wrong, fixed_event().to_body().into())
             .await
             .unwrap()
             .status,

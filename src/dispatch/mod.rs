@@ -39,7 +39,8 @@ pub struct Job {
     pub msg: Arc<Message>,
     pub installation_id: String,
     pub priority: Priority,
-    pub body: Vec<u8>,
+    /// The exact bytes signed and sent; shared by every attempt.
+    pub body: bytes::Bytes,
     pub part: Part,
 }
 
@@ -98,7 +99,7 @@ impl DeliveryContext {
             }
             attempts += 1;
             let t0 = Instant::now();
-            let result = self.client.push(app, &job.body).await;
+            let result = self.client.push(app, job.body.clone()).await;
             let status = match &result {
                 Ok(r) => r.status.to_string(),
                 Err(_) => "error".to_string(),
@@ -330,7 +331,7 @@ impl Dispatcher {
                         unreachable!("route {} names unknown app {}", route.name, route.app)
                     };
                     let job = Job {
-                        body: ev.to_body(),
+                        body: ev.to_body().into(),
                         installation_id: ev.installation_id,
                         priority: ev.priority,
                         route,

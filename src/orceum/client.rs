@@ -18,7 +18,7 @@ pub struct PreparedRequest {
     pub url: String,
     /// Header name and value; the secret header's value is the real secret.
     pub headers: Vec<(&'static str, String)>,
-    pub body: Vec<u8>,
+    pub body: bytes::Bytes,
 }
 
 impl std::fmt::Debug for PreparedRequest {
@@ -49,8 +49,10 @@ impl PreparedRequest {
     }
 }
 
-/// Builds the URL, headers and signature for `body`, stamped now.
-pub fn prepare(base_url: &str, app: &App, body: Vec<u8>) -> PreparedRequest {
+/// Builds the URL, headers and signature for `body`, stamped now. `Bytes`: a retry re-signs
+/// the same buffer without copying it.
+pub fn prepare(base_url: &str, app: &App, body: impl Into<bytes::Bytes>) -> PreparedRequest {
+    let body = body.into();
     let url = format!(
         "{}/apps/{}/events",
         base_url.trim_end_matches('/'),
@@ -153,8 +155,8 @@ impl OrceumClient {
     }
 
     /// Signs `body` for `app` with a fresh timestamp and sends it once.
-    pub async fn push(&self, app: &App, body: &[u8]) -> Result<PushResponse, PushError> {
-        let req = prepare(&self.base_url, app, body.to_vec());
+    pub async fn push(&self, app: &App, body: bytes::Bytes) -> Result<PushResponse, PushError> {
+        let req = prepare(&self.base_url, app, body);
         let mut builder = self.http.post(&req.url);
         for (k, v) in &req.headers {
             builder = builder.header(*k, v);
