@@ -393,8 +393,12 @@ pub async fn replay(bridge: &Bridge, opts: &ReplayOptions) -> Result<ReplaySumma
             ));
             continue;
         };
-        let parsed = parse_payload(&rec.msg.payload, bridge.delivery.max_message_bytes);
-        let event = match route.map(&rec.msg, &parsed) {
+        // The parsed message is not `Send`: map it and drop it before anything awaits.
+        let mapped = {
+            let parsed = parse_payload(&rec.msg.payload, bridge.delivery.max_message_bytes);
+            route.map(&rec.msg, &parsed)
+        };
+        let event = match mapped {
             Mapped::Event(ev) => ev,
             Mapped::Skipped(reason) => {
                 summary.skipped += 1;

@@ -4,12 +4,13 @@
 //! event, a reason to skip it, or a reason to dead-letter it. The same code serves `run`,
 //! `render` and the tests, so what `render` shows is what `run` sends.
 
+mod shortcut;
 pub mod template;
 
 use crate::orceum::event::{normalise_timestamp, OrceumEvent, Priority};
 use crate::source::Message;
 use serde_json::{Map, Value};
-use template::{json_to_val, JqTemplate};
+use template::{json_to_val, parse_val, JqTemplate};
 
 /// One route, with every jq expression compiled.
 #[derive(Debug)]
@@ -71,9 +72,10 @@ pub enum Mapped {
 /// Runs one field's expression on the current message: `(field path, template) → value`.
 type FieldRunner<'a> = dyn Fn(&str, &JqTemplate) -> Result<Option<Value>, Rejection> + 'a;
 
-/// The message body parsed once, shared by every route that reads its topic.
+/// The message body parsed once, straight into jaq's values, shared by every route that reads
+/// its topic. Not `Send`: parse, map and drop it before any `.await`.
 pub enum Parsed {
-    Json(Value),
+    Json(jaq_json::Val),
     Invalid(Rejection),
 }
 
@@ -91,7 +93,7 @@ pub fn parse_payload(payload: &[u8], max_bytes: usize) -> Parsed {
     if payload.is_empty() {
         return Parsed::Invalid(Rejection::new("not_json", "message is empty"));
     }
-    match serde_json::from_slice::<Value>(payload) {
+    match parse_val(payload) {
         Ok(v) => Parsed::Json(v),
         Err(e) => {
             let kind = if std::str::from_utf8(payload).is_err() {
@@ -130,16 +132,15 @@ impl Route {
             Parsed::Json(v) => v,
             Parsed::Invalid(r) => return Mapped::Rejected(r.clone()),
         };
-        // One conversion into jaq's values, shared by every field's expression. `$meta` is
-        // only built when an expression of this route reads it (most do not): it allocates.
-        let input_val = json_to_val(input);
+        // `$meta` is only built when an expression of this route reads it (most do not): it
+        // allocates.
         let meta_val = if self.uses_meta() {
             json_to_val(&msg.meta())
         } else {
             jaq_json::Val::Null
         };
         let run = |field: &str, t: &JqTemplate| -> Result<Option<Value>, Rejection> {
-            t.run_vals(input_val.clone(), meta_val.clone())
+            t.run_vals(input, &meta_val)
                 .map_err(|e| Rejection::new("template_error", format!("{field}: {e}")))
         };
 

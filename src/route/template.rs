@@ -2,8 +2,13 @@
 //!
 //! Built on jaq (jaq-core + jaq-std + jaq-json). The message JSON is the input, `$meta` is the
 //! message's coordinates. A filter is pure and synchronous: jaq's values are not `Send`, so they
-//! never live across an `.await` — only `serde_json::Value`s go in and come out.
+//! never live across an `.await` — the message is parsed into jaq values, run through every
+//! expression of its route, and only `serde_json::Value`s come out.
+//!
+//! Literals (`"task.completed"`) are computed by jaq once, at compile time; paths, objects of
+//! paths and comparisons with a literal take a [`Shortcut`]; the rest runs in jaq.
 
+use super::shortcut::{self, Shortcut};
 use jaq_core::data::JustLut;
 use jaq_core::load::{self, Arena, File, Loader};
 use jaq_core::{compile, Compiler, Ctx, Vars};
@@ -16,6 +21,16 @@ type Data = JustLut<Val>;
 pub struct JqTemplate {
     source: String,
     filter: jaq_core::Filter<Data>,
+    shape: Shape,
+}
+
+/// How a template is run: by jaq, or without it where that gives the same output.
+#[derive(Debug, Clone, PartialEq)]
+enum Shape {
+    /// A literal: the same output for every message.
+    Literal(Value),
+    Short(Shortcut),
+    Jq,
 }
 
 impl std::fmt::Debug for JqTemplate {
@@ -48,10 +63,32 @@ impl JqTemplate {
             .with_global_vars(["$meta"])
             .compile(modules)
             .map_err(|errs| compile_errors(code, errs))?;
-        Ok(Self {
+        let mut template = Self {
             source: code.to_string(),
             filter,
-        })
+            shape: Shape::Jq,
+        };
+        template.shape = template.shape_of(code);
+        Ok(template)
+    }
+
+    fn shape_of(&self, code: &str) -> Shape {
+        if let Some(short) = shortcut::recognise(code) {
+            return Shape::Short(short);
+        }
+        // A JSON string, boolean, null or integer is a jq literal with the same meaning; its
+        // output is taken from jaq itself, so numbers print exactly as jaq prints them.
+        let literal = serde_json::from_str::<Value>(code).is_ok_and(|v| match v {
+            Value::String(_) | Value::Bool(_) | Value::Null => true,
+            Value::Number(n) => n.is_i64() || n.is_u64(),
+            _ => false,
+        });
+        if literal {
+            if let Ok(Some(v)) = self.run_jaq(Val::Null, Val::Null) {
+                return Shape::Literal(v);
+            }
+        }
+        Shape::Jq
     }
 
     pub fn source(&self) -> &str {
@@ -60,11 +97,30 @@ impl JqTemplate {
 
     /// Runs the expression; the first output is the result (`None` if it yields nothing).
     pub fn run(&self, input: &Value, meta: &Value) -> Result<Option<Value>, String> {
-        self.run_vals(json_to_val(input), json_to_val(meta))
+        self.run_vals(&json_to_val(input), &json_to_val(meta))
     }
 
-    /// Runs on already-converted values, so several templates share one conversion.
-    pub(crate) fn run_vals(&self, input: Val, meta: Val) -> Result<Option<Value>, String> {
+    /// Runs on jaq values, so every template of a route shares one parse of the message.
+    pub fn run_vals(&self, input: &Val, meta: &Val) -> Result<Option<Value>, String> {
+        match &self.shape {
+            Shape::Literal(v) => return Ok(Some(v.clone())),
+            Shape::Short(short) => {
+                if let Some(v) = short.eval(input) {
+                    return Ok(Some(v));
+                }
+            }
+            Shape::Jq => {}
+        }
+        self.run_jaq(input.clone(), meta.clone())
+    }
+
+    /// The same, always through jaq (tests compare the shortcuts with it).
+    #[cfg(test)]
+    pub(crate) fn run_jaq_only(&self, input: &Val, meta: &Val) -> Result<Option<Value>, String> {
+        self.run_jaq(input.clone(), meta.clone())
+    }
+
+    fn run_jaq(&self, input: Val, meta: Val) -> Result<Option<Value>, String> {
         let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new([meta]));
         let mut outputs = self.filter.id.run((ctx, input));
         match outputs.next() {
@@ -82,7 +138,12 @@ impl JqTemplate {
     }
 }
 
-pub(crate) fn json_to_val(v: &Value) -> Val {
+/// Parses strict JSON (serde_json's grammar) straight into jaq's values.
+pub fn parse_val(bytes: &[u8]) -> Result<Val, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
+pub fn json_to_val(v: &Value) -> Val {
     match v {
         Value::Null => Val::Null,
         Value::Bool(b) => Val::Bool(*b),
@@ -105,7 +166,7 @@ pub(crate) fn json_to_val(v: &Value) -> Val {
     }
 }
 
-fn val_to_json(v: &Val) -> Value {
+pub(crate) fn val_to_json(v: &Val) -> Value {
     match v {
         Val::Null => Value::Null,
         Val::Bool(b) => Value::Bool(*b),
@@ -241,6 +302,31 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(out, json!({"id": 1, "k": "x", "up": "AB"}));
+    }
+
+    #[test]
+    fn literals_are_computed_once_by_jaq() {
+        for (code, want) in [
+            ("\"task.done\"", json!("task.done")),
+            ("true", json!(true)),
+            ("null", json!(null)),
+            ("42", json!(42)),
+            ("\"caf\\u00e9\"", json!("café")),
+        ] {
+            let t = JqTemplate::compile(code).unwrap();
+            assert_eq!(t.shape, Shape::Literal(want.clone()), "{code}");
+            assert_eq!(t.run(&json!({"a": 1}), &Value::Null).unwrap(), Some(want));
+        }
+        assert_eq!(JqTemplate::compile("1.5").unwrap().shape, Shape::Jq);
+    }
+
+    #[test]
+    fn parses_strict_json_into_jaq_values() {
+        let v = parse_val(br#"{"a": [1, 2.5, "x", null, true]}"#).unwrap();
+        assert_eq!(val_to_json(&v), json!({"a": [1, 2.5, "x", null, true]}));
+        // jq's reader accepts these; a message must be JSON.
+        assert!(parse_val(b"NaN").is_err());
+        assert!(parse_val(b"{\"a\": 1} # comment").is_err());
     }
 
     #[test]
