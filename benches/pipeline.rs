@@ -8,8 +8,15 @@
 //!
 //! ```text
 //! cargo bench --bench pipeline -- mock-broker --topic T --partitions 6 --count 200000 \
-//!     --ready-file PATH
+//!     --ready-file PATH [--apps 1]
+//! cargo bench --bench pipeline -- produce-jetstream --nats nats://HOST:PORT --topic STREAM \
+//!     --count 200000 [--rate 1000] [--apps 1]
 //! ```
+//!
+//! With `--apps N` (N > 1) the events are spread round-robin over N topics `T-0` … `T-(N-1)`,
+//! one per Orceum app (each with `--partitions` partitions), so a bridge routes each topic to
+//! its own app. `produce-jetstream` creates the stream `STREAM` (subjects `STREAM.>`, memory
+//! storage) if missing and publishes to `STREAM.0` … `STREAM.(N-1)`, waiting for every ack.
 //!
 //! `mock-broker` hosts librdkafka's mock cluster (the one `orceum-bridge demo` uses) on a
 //! loopback port instead of using an external broker, produces the backlog into it, writes the
@@ -37,8 +44,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+#[derive(PartialEq)]
+enum Mode {
+    Produce,
+    MockBroker,
+    JetStream,
+}
+
 struct Args {
-    mock: bool,
+    mode: Mode,
+    nats: String,
     ready_file: Option<String>,
     brokers: String,
     topic: String,
@@ -51,17 +66,19 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1).filter(|a| a != "--bench");
-    let mock = match it.next().as_deref() {
-        Some("produce") => false,
-        Some("mock-broker") => true,
+    let mode = match it.next().as_deref() {
+        Some("produce") => Mode::Produce,
+        Some("mock-broker") => Mode::MockBroker,
+        Some("produce-jetstream") => Mode::JetStream,
         other => {
             return Err(format!(
-                "expected the subcommand `produce` or `mock-broker`, got {other:?}"
+                "expected the subcommand `produce`, `mock-broker` or `produce-jetstream`, got {other:?}"
             ))
         }
     };
     let mut args = Args {
-        mock,
+        mode,
+        nats: String::new(),
         ready_file: None,
         brokers: String::new(),
         topic: String::new(),
@@ -76,6 +93,7 @@ fn parse_args() -> Result<Args, String> {
         let num = |v: &str| v.parse::<f64>().map_err(|e| format!("{flag} {v}: {e}"));
         match flag.as_str() {
             "--brokers" => args.brokers = value,
+            "--nats" => args.nats = value,
             "--topic" => args.topic = value,
             "--partitions" => args.partitions = num(&value)? as i32,
             "--count" => args.count = num(&value)? as u64,
@@ -86,8 +104,13 @@ fn parse_args() -> Result<Args, String> {
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
-    if args.topic.is_empty() || (args.brokers.is_empty() && !args.mock) {
-        return Err("--topic (and --brokers for produce) are required".into());
+    if args.topic.is_empty()
+        || (args.brokers.is_empty() && args.mode == Mode::Produce)
+        || (args.nats.is_empty() && args.mode == Mode::JetStream)
+    {
+        return Err(
+            "--topic (and --brokers for produce, --nats for produce-jetstream) are required".into(),
+        );
     }
     Ok(args)
 }
@@ -137,6 +160,17 @@ fn payload(seq: u64, args: &Args) -> String {
     )
 }
 
+/// The topics (or subjects) events go to: one per app when there are several.
+fn topics(args: &Args) -> Vec<String> {
+    if args.apps == 1 {
+        vec![args.topic.clone()]
+    } else {
+        (0..args.apps)
+            .map(|k| format!("{}-{k}", args.topic))
+            .collect()
+    }
+}
+
 fn partitions_of(consumer: &BaseConsumer, topic: &str) -> usize {
     consumer
         .fetch_metadata(Some(topic), Duration::from_secs(5))
@@ -145,24 +179,24 @@ fn partitions_of(consumer: &BaseConsumer, topic: &str) -> usize {
         .unwrap_or(0)
 }
 
-fn create_topic(args: &Args) -> Result<(), String> {
+fn create_topic(args: &Args, name: &str) -> Result<(), String> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &args.brokers)
         .set("allow.auto.create.topics", "false")
         .create()
         .map_err(|e| format!("metadata client: {e}"))?;
     // Already there (the latency phase; the mock cluster, which has no CreateTopics).
-    if partitions_of(&consumer, &args.topic) >= args.partitions as usize {
+    if partitions_of(&consumer, name) >= args.partitions as usize {
         return Ok(());
     }
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &args.brokers)
         .create()
         .map_err(|e| format!("admin client: {e}"))?;
-    let topic = NewTopic::new(&args.topic, args.partitions, TopicReplication::Fixed(1));
+    let topic = NewTopic::new(name, args.partitions, TopicReplication::Fixed(1));
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = futures::executor::block_on(admin.create_topics([&topic], &opts))
-        .map_err(|e| format!("create topic {}: {e}", args.topic))?;
+        .map_err(|e| format!("create topic {name}: {e}"))?;
     for r in results {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -172,14 +206,14 @@ fn create_topic(args: &Args) -> Result<(), String> {
     // Wait until metadata shows every partition, or records would go to a partition not yet known.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let have = partitions_of(&consumer, &args.topic);
+        let have = partitions_of(&consumer, name);
         if have >= args.partitions as usize {
             return Ok(());
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "topic {}: {have} partitions after 30 s, want {}",
-                args.topic, args.partitions
+                "topic {name}: {have} partitions after 30 s, want {}",
+                args.partitions
             ));
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -187,7 +221,10 @@ fn create_topic(args: &Args) -> Result<(), String> {
 }
 
 fn produce(args: &Args) -> Result<(), String> {
-    create_topic(args)?;
+    let topics = topics(args);
+    for t in &topics {
+        create_topic(args, t)?;
+    }
     let failed = Arc::new(AtomicU64::new(0));
     let producer: BaseProducer<Deliveries> = ClientConfig::new()
         .set("bootstrap.servers", &args.brokers)
@@ -211,8 +248,9 @@ fn produce(args: &Args) -> Result<(), String> {
         }
         let body = payload(seq, args);
         let key = format!("inst_{:05}", seq % args.installations);
-        let partition = (seq % args.partitions as u64) as i32;
-        let mut record = BaseRecord::to(&args.topic)
+        let topic = &topics[(seq % args.apps) as usize];
+        let partition = ((seq / args.apps) % args.partitions as u64) as i32;
+        let mut record = BaseRecord::to(topic)
             .payload(&body)
             .key(&key)
             .partition(partition);
@@ -234,9 +272,10 @@ fn produce(args: &Args) -> Result<(), String> {
     let secs = start.elapsed().as_secs_f64();
     let failed = failed.load(Ordering::Relaxed);
     eprintln!(
-        "pipeline: produced {} events to {} ({} partitions) in {secs:.1} s ({:.0}/s), {failed} failed",
+        "pipeline: produced {} events to {} ({} topics × {} partitions) in {secs:.1} s ({:.0}/s), {failed} failed",
         args.count,
         args.topic,
+        topics.len(),
         args.partitions,
         args.count as f64 / secs
     );
@@ -250,9 +289,11 @@ fn produce(args: &Args) -> Result<(), String> {
 fn mock_broker(mut args: Args) -> Result<(), String> {
     let cluster =
         rdkafka::mocking::MockCluster::new(1).map_err(|e| format!("mock cluster: {e}"))?;
-    cluster
-        .create_topic(&args.topic, args.partitions, 1)
-        .map_err(|e| format!("mock topic: {e}"))?;
+    for t in topics(&args) {
+        cluster
+            .create_topic(&t, args.partitions, 1)
+            .map_err(|e| format!("mock topic {t}: {e}"))?;
+    }
     args.brokers = cluster.bootstrap_servers();
     produce(&args)?;
     if let Some(path) = &args.ready_file {
@@ -264,13 +305,63 @@ fn mock_broker(mut args: Args) -> Result<(), String> {
     }
 }
 
-fn main() {
-    let result = parse_args().and_then(|args| {
-        if args.mock {
-            mock_broker(args)
-        } else {
-            produce(&args)
+/// Publishes the events to a JetStream stream (created if missing), every publish acked.
+fn produce_jetstream(args: &Args) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    rt.block_on(async {
+        let client = async_nats::connect(&args.nats)
+            .await
+            .map_err(|e| format!("connect {}: {e}", args.nats))?;
+        let js = async_nats::jetstream::new(client);
+        js.get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: args.topic.clone(),
+            subjects: vec![format!("{}.>", args.topic)],
+            storage: async_nats::jetstream::stream::StorageType::Memory,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("stream {}: {e}", args.topic))?;
+        let start = Instant::now();
+        let mut acks = std::collections::VecDeque::new();
+        for seq in 0..args.count {
+            if let Some(rate) = args.rate {
+                let due = start + Duration::from_secs_f64(seq as f64 / rate);
+                tokio::time::sleep_until(due.into()).await;
+            }
+            let subject = format!("{}.{}", args.topic, seq % args.apps);
+            let ack = js
+                .publish(subject, payload(seq, args).into())
+                .await
+                .map_err(|e| format!("publish {seq}: {e}"))?;
+            acks.push_back(ack);
+            // At most 512 publishes waiting for their ack.
+            while acks.len() >= 512 {
+                if let Some(ack) = acks.pop_front() {
+                    ack.await.map_err(|e| format!("publish ack: {e}"))?;
+                }
+            }
         }
+        for ack in acks {
+            ack.await.map_err(|e| format!("publish ack: {e}"))?;
+        }
+        eprintln!(
+            "pipeline: published {} events to stream {} in {:.1} s",
+            args.count,
+            args.topic,
+            start.elapsed().as_secs_f64()
+        );
+        Ok(())
+    })
+}
+
+fn main() {
+    let result = parse_args().and_then(|args| match args.mode {
+        Mode::MockBroker => mock_broker(args),
+        Mode::Produce => produce(&args),
+        Mode::JetStream => produce_jetstream(&args),
     });
     if let Err(e) = result {
         eprintln!("pipeline: {e}");

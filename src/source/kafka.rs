@@ -28,7 +28,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message as _};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -121,6 +121,13 @@ pub fn headers_of(m: &impl rdkafka::message::Message) -> Vec<(String, Option<Vec
         .unwrap_or_default()
 }
 
+/// How long the consumer waits at the global in-flight bound for work to finish before it
+/// pauses the partitions ([`KafkaSource::wait_for_room`]).
+pub const PAUSE_AFTER: Duration = Duration::from_millis(500);
+
+/// The shortest gap between two commits made to relieve pressure (half the bound reached).
+const MIN_COMMIT_GAP: Duration = Duration::from_millis(10);
+
 /// Limits that decide when partitions pause.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -156,14 +163,29 @@ impl Book {
 
 /// The partitions this member owns and what is in flight on each.
 #[derive(Default)]
-struct PartitionBook(Mutex<Book>);
+struct PartitionBook {
+    book: Mutex<Book>,
+    /// Signalled by acknowledgements while the consumer thread waits for room.
+    acked: Condvar,
+    /// Whether the consumer thread waits on `acked` (so acknowledgements skip the wake-up
+    /// system call the rest of the time).
+    waiting: AtomicBool,
+}
 
 impl PartitionBook {
     fn lock(&self) -> MutexGuard<'_, Book> {
-        match self.0.lock() {
+        match self.book.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
+    }
+
+    /// Blocks until an acknowledgement arrives or `timeout` passes.
+    fn wait_for_ack(&self, timeout: Duration) {
+        let guard = self.lock();
+        self.waiting.store(true, Ordering::SeqCst);
+        let _ = self.acked.wait_timeout(guard, timeout);
+        self.waiting.store(false, Ordering::SeqCst);
     }
 }
 
@@ -182,6 +204,10 @@ impl Acknowledge for KafkaAck {
             if p.epoch == self.epoch {
                 p.tracker.finish(self.offset);
             }
+        }
+        drop(book);
+        if self.book.waiting.load(Ordering::SeqCst) {
+            self.book.acked.notify_one();
         }
     }
 }
@@ -409,6 +435,10 @@ fn apply_flow_control(ctx: &Ctx, consumer: &BaseConsumer<Ctx>) {
         }
     }
     // Pause/resume only fail for partitions not assigned, which the book does not hold.
+    if pause.count() + resume.count() > 0 {
+        tracing::debug!(source = %ctx.source_name, paused = pause.count(), resumed = resume.count(),
+            uncommitted = ctx.book.lock().uncommitted(), "in-flight bound: partitions paused/resumed");
+    }
     if pause.count() > 0 {
         if let Err(e) = consumer.pause(&pause) {
             tracing::debug!(source = %ctx.source_name, error = %e, "pause failed");
@@ -464,7 +494,13 @@ impl KafkaSource {
             .set("group.id", &self.config.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false");
-        cfg.set_log_level(RDKafkaLogLevel::Warning);
+        // librdkafka's `debug` contexts log at debug level: keep them when asked for.
+        let level = if cfg.get("debug").is_some() {
+            RDKafkaLogLevel::Debug
+        } else {
+            RDKafkaLogLevel::Warning
+        };
+        cfg.set_log_level(level);
         Ok(cfg)
     }
 
@@ -523,14 +559,49 @@ impl KafkaSource {
                         p.tracker.uncommitted() * 2 >= self.limits.max_in_flight_per_partition
                     })
             };
-            if pressure || last_commit.elapsed() >= self.limits.commit_interval {
+            // Under pressure, commit often enough to make room, but not after every message:
+            // each commit is a broker round trip on this thread.
+            let since = last_commit.elapsed();
+            if (pressure && since >= MIN_COMMIT_GAP) || since >= self.limits.commit_interval {
                 commit_final(consumer.context(), &consumer, None);
+                last_commit = Instant::now();
+            }
+            if self.wait_for_room(&consumer, &book) {
                 last_commit = Instant::now();
             }
             apply_flow_control(consumer.context(), &consumer);
         }
         self.drain(&consumer, &book);
         Ok(())
+    }
+
+    /// At the global in-flight bound, waits for in-flight work to finish and commits it, for
+    /// up to [`PAUSE_AFTER`], before `apply_flow_control` pauses the partitions: librdkafka
+    /// needs up to a second to fetch again after a resume (measured: a drain at the bound
+    /// stalled 1 s per pause), so pausing whenever the bound is touched at full speed would
+    /// cap a drain at `max_in_flight` events per second. Messages already fetched stay in
+    /// librdkafka's queue meanwhile (bounded by `queued.max.messages.kbytes`); only a bound
+    /// that holds (Orceum slow or down) pauses. True if it committed.
+    fn wait_for_room(&self, consumer: &BaseConsumer<Ctx>, book: &PartitionBook) -> bool {
+        let full = |b: &Book| b.uncommitted() >= self.limits.max_in_flight;
+        {
+            let b = book.lock();
+            if !full(&b) || b.parts.values().any(|p| p.paused) {
+                return false;
+            }
+        }
+        let deadline = Instant::now() + PAUSE_AFTER;
+        loop {
+            commit_final(consumer.context(), consumer, None);
+            if !full(&book.lock()) || self.stop.is_cancelled() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            book.wait_for_ack((deadline - now).min(Duration::from_millis(10)));
+        }
     }
 
     /// Blocks until a metadata request succeeds, logging why it does not; readiness stays
