@@ -10,14 +10,55 @@
 use super::{DeliveryContext, Job};
 use crate::config::validate::App;
 use crate::config::Ordering;
+use crate::orceum::event::Priority;
+use crate::telemetry::metrics::Metrics;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use prometheus::{Histogram, IntCounter, IntGauge};
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
+/// This app's series of the per-event metrics, looked up once: every event touches them, and
+/// a labelled lookup hashes the labels and takes a lock each time.
+pub struct LaneMetrics {
+    pub in_flight: IntGauge,
+    pub push_duration: Histogram,
+    /// `push_requests_total{status="200"}`; other statuses are looked up when they happen.
+    pub push_ok: IntCounter,
+    /// `events_delivered_total` by priority, in [`Priority::ALL`] order.
+    delivered: [IntCounter; 4],
+    pub end_to_end_latency: Histogram,
+}
+
+impl LaneMetrics {
+    fn new(metrics: &Metrics, app: &str) -> Self {
+        Self {
+            in_flight: metrics.in_flight.with_label_values(&[app]),
+            push_duration: metrics.push_duration.with_label_values(&[app]),
+            push_ok: metrics.push_requests.with_label_values(&[app, "200"]),
+            delivered: Priority::ALL.map(|p| {
+                metrics
+                    .events_delivered
+                    .with_label_values(&[app, p.as_str()])
+            }),
+            end_to_end_latency: metrics.end_to_end_latency.with_label_values(&[app]),
+        }
+    }
+
+    pub fn delivered(&self, priority: Priority) -> &IntCounter {
+        match priority {
+            Priority::Low => &self.delivered[0],
+            Priority::Normal => &self.delivered[1],
+            Priority::High => &self.delivered[2],
+            Priority::Critical => &self.delivered[3],
+        }
+    }
+}
+
 pub struct AppLane {
     pub app: App,
+    pub metrics: LaneMetrics,
     limiter: Option<DefaultDirectRateLimiter>,
     /// Set by a 429: nobody in this lane pushes before then.
     paused_until: Mutex<Option<Instant>>,
@@ -27,7 +68,7 @@ pub struct AppLane {
 }
 
 impl AppLane {
-    pub fn new(app: App, ordering: Ordering) -> Self {
+    pub fn new(app: App, ordering: Ordering, metrics: &Metrics) -> Self {
         let limiter = app.rate_limit.and_then(|rl| {
             let rate = NonZeroU32::new(rl.per_second)?;
             let burst = rl.burst.and_then(NonZeroU32::new).unwrap_or(rate);
@@ -36,6 +77,7 @@ impl AppLane {
             ))
         });
         Self {
+            metrics: LaneMetrics::new(metrics, &app.name),
             app,
             limiter,
             paused_until: Mutex::new(None),
@@ -47,8 +89,7 @@ impl AppLane {
     /// Takes a job without waiting: starts a worker for it, or queues it behind the running
     /// worker of the same installation. Called in source order, so queue order = source order.
     pub fn enqueue(self: &Arc<Self>, job: Job, ctx: &Arc<DeliveryContext>) {
-        let gauge = ctx.metrics.in_flight.with_label_values(&[&self.app.name]);
-        gauge.inc();
+        self.metrics.in_flight.inc();
         if self.ordering == Ordering::None {
             let (lane, ctx2) = (self.clone(), ctx.clone());
             ctx.spawn(async move {
@@ -92,10 +133,7 @@ impl AppLane {
 
     async fn deliver(&self, ctx: &DeliveryContext, job: Job) {
         ctx.deliver(self, job).await;
-        ctx.metrics
-            .in_flight
-            .with_label_values(&[&self.app.name])
-            .dec();
+        self.metrics.in_flight.dec();
     }
 
     /// Waits for this lane's pause and rate limit. False if the bridge is abandoning work.

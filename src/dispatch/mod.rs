@@ -100,31 +100,29 @@ impl DeliveryContext {
             attempts += 1;
             let t0 = Instant::now();
             let result = self.client.push(app, job.body.clone()).await;
-            let status = match &result {
-                Ok(r) => r.status.to_string(),
-                Err(_) => "error".to_string(),
-            };
-            self.metrics
-                .push_requests
-                .with_label_values(&[&app.name, &status])
-                .inc();
-            self.metrics
+            match &result {
+                Ok(r) if r.status == 200 => lane.metrics.push_ok.inc(),
+                Ok(r) => self
+                    .metrics
+                    .push_requests
+                    .with_label_values(&[&app.name, &r.status.to_string()])
+                    .inc(),
+                Err(_) => self
+                    .metrics
+                    .push_requests
+                    .with_label_values(&[&app.name, "error"])
+                    .inc(),
+            }
+            lane.metrics
                 .push_duration
-                .with_label_values(&[&app.name])
                 .observe(t0.elapsed().as_secs_f64());
             match classify(&result, &self.retry.retryable_statuses) {
                 Outcome::Delivered => {
-                    self.metrics
-                        .events_delivered
-                        .with_label_values(&[&app.name, job.priority.as_str()])
-                        .inc();
+                    lane.metrics.delivered(job.priority).inc();
                     if let Some(ts) = job.msg.timestamp {
                         let secs =
                             (chrono::Utc::now() - ts).num_milliseconds().max(0) as f64 / 1000.0;
-                        self.metrics
-                            .end_to_end_latency
-                            .with_label_values(&[&app.name])
-                            .observe(secs);
+                        lane.metrics.end_to_end_latency.observe(secs);
                     }
                     job.part.done(Final::Delivered);
                     return;
@@ -293,7 +291,11 @@ impl Dispatcher {
             .map(|app: &App| {
                 (
                     app.name.clone(),
-                    Arc::new(AppLane::new(app.clone(), bridge.delivery.ordering)),
+                    Arc::new(AppLane::new(
+                        app.clone(),
+                        bridge.delivery.ordering,
+                        &ctx.metrics,
+                    )),
                 )
             })
             .collect();

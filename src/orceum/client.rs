@@ -114,6 +114,9 @@ pub struct ClientBuildError(String);
 pub struct OrceumClient {
     http: reqwest::Client,
     base_url: String,
+    /// Each app's push URL, parsed once (parsing it per request showed in the drain profile).
+    /// One entry per app of the config.
+    urls: std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, reqwest::Url>>>,
 }
 
 impl OrceumClient {
@@ -147,6 +150,7 @@ impl OrceumClient {
         Ok(Self {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
+            urls: Default::default(),
         })
     }
 
@@ -154,10 +158,28 @@ impl OrceumClient {
         &self.base_url
     }
 
+    fn parsed(&self, url: &str) -> Result<reqwest::Url, PushError> {
+        let cached = match self.urls.read() {
+            Ok(urls) => urls.get(url).cloned(),
+            Err(poisoned) => poisoned.into_inner().get(url).cloned(),
+        };
+        if let Some(u) = cached {
+            return Ok(u);
+        }
+        let parsed = reqwest::Url::parse(url).map_err(|e| PushError::Other {
+            url: url.to_string(),
+            reason: format!("invalid URL: {e}; check orceum.base_url"),
+        })?;
+        if let Ok(mut urls) = self.urls.write() {
+            urls.insert(url.to_string(), parsed.clone());
+        }
+        Ok(parsed)
+    }
+
     /// Signs `body` for `app` with a fresh timestamp and sends it once.
     pub async fn push(&self, app: &App, body: bytes::Bytes) -> Result<PushResponse, PushError> {
         let req = prepare(&self.base_url, app, body);
-        let mut builder = self.http.post(&req.url);
+        let mut builder = self.http.post(self.parsed(&req.url)?);
         for (k, v) in &req.headers {
             builder = builder.header(*k, v);
         }
