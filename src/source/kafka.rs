@@ -8,8 +8,10 @@
 //! - the committed offset of a partition is the highest *contiguous* final offset + 1
 //!   ([`OffsetTracker`]); a later success never commits over an earlier message still retrying;
 //! - a message counts against the in-flight bound from the moment it is read until its offset
-//!   is *committed*; at the bound (per partition or in total) partitions are paused, not
-//!   buffered, so memory is bounded and a crash re-delivers at most `max_in_flight` messages;
+//!   is *committed*; at the bound nothing more is read, so memory is bounded and a crash
+//!   re-delivers at most `max_in_flight` messages. At the global bound the thread first waits
+//!   (up to [`PAUSE_AFTER`]) for work to finish and commits it, then pauses the partitions; at
+//!   a partition's own bound that partition pauses at once;
 //! - on revoke, the revoked partitions drain (up to `shutdown_timeout`), their final prefix is
 //!   committed while they are still owned, and acknowledgements that arrive later are ignored:
 //!   no commit is ever sent for a partition this member no longer owns;
