@@ -23,10 +23,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// docs/performance.md). Commit on demand instead. The option is read when the first arena is
 /// reserved, at the process's first allocation, before `main`; so it is set from an
 /// `.init_array` entry, which the C runtime calls before any Rust code allocates.
+/// (`MIMALLOC_ARENA_EAGER_COMMIT` in the environment is therefore not honoured.)
+#[cfg(target_os = "linux")]
 #[used]
 #[link_section = ".init_array"]
 static COMMIT_MEMORY_ON_DEMAND: extern "C" fn() = commit_memory_on_demand;
 
+#[cfg(target_os = "linux")]
 extern "C" fn commit_memory_on_demand() {
     /// `mi_option_arena_eager_commit` in mimalloc's `mi_option_e` (the same in its v2 and v3;
     /// the crate version is pinned in Cargo.toml). libmimalloc-sys names no constant for it.

@@ -115,7 +115,9 @@ fn lookup<'a>(mut v: &'a Val, keys: &[String]) -> Option<Option<&'a Val>> {
             Val::Obj(map) => {
                 let found = if map.len() <= 16 {
                     map.iter()
-                        .find(|(k, _)| matches!(k, Val::TStr(b) if b.as_ref() == key.as_bytes()))
+                        .find(|(k, _)| {
+                            matches!(k, Val::TStr(b) | Val::BStr(b) if b.as_ref() == key.as_bytes())
+                        })
                         .map(|(_, v)| v)
                 } else {
                     map.get(&Val::utf8_str(key.clone().into_bytes()))
@@ -245,6 +247,31 @@ mod tests {
         assert!(short.is_err() && short == jaq, "{short:?}");
         let (short, _) = both("{x: .a.s.deeper}", &input);
         assert!(short.is_err(), "{short:?}");
+    }
+
+    /// Objects with more than 16 keys take the hashed lookup; keys with escapes and non-ASCII
+    /// text must match too.
+    #[test]
+    fn big_objects_and_escaped_keys_match_jaq() {
+        let mut big: serde_json::Map<String, Value> =
+            (0..40).map(|i| (format!("k{i}"), json!(i))).collect();
+        big.insert("caf\u{e9}".into(), json!("e"));
+        big.insert("q\"uote".into(), json!("q"));
+        big.insert("n".into(), json!({"k39": true}));
+        let input = Value::Object(big);
+        for code in [
+            ".k0",
+            ".k39",
+            ".k40",
+            ".n.k39",
+            "{k7, k38, n}",
+            ".k12 == null",
+            ".n.k39 == true",
+        ] {
+            let (short, jaq) = both(code, &input);
+            assert!(recognise(code).is_some(), "{code}");
+            assert_eq!(short, jaq, "{code}");
+        }
     }
 
     fn json_value() -> impl Strategy<Value = Value> {

@@ -152,6 +152,8 @@ struct PartitionState {
 struct Book {
     parts: HashMap<Tp, PartitionState>,
     next_epoch: u64,
+    /// Acknowledgements so far: what the consumer thread waits on to change.
+    acks: u64,
 }
 
 impl Book {
@@ -182,11 +184,15 @@ impl PartitionBook {
         }
     }
 
-    /// Blocks until an acknowledgement arrives or `timeout` passes.
-    fn wait_for_ack(&self, timeout: Duration) {
+    /// Blocks until an acknowledgement after the `seen`-th arrives, or `timeout` passes.
+    /// `waiting` is set under the lock, so an acknowledgement either counted before the check
+    /// (no wait) or sees the flag and wakes this thread: none is missed.
+    fn wait_for_ack(&self, seen: u64, timeout: Duration) {
         let guard = self.lock();
         self.waiting.store(true, Ordering::SeqCst);
-        let _ = self.acked.wait_timeout(guard, timeout);
+        let _ = self
+            .acked
+            .wait_timeout_while(guard, timeout, |b| b.acks == seen);
         self.waiting.store(false, Ordering::SeqCst);
     }
 }
@@ -207,6 +213,7 @@ impl Acknowledge for KafkaAck {
                 p.tracker.finish(self.offset);
             }
         }
+        book.acks += 1;
         drop(book);
         if self.book.waiting.load(Ordering::SeqCst) {
             self.book.acked.notify_one();
@@ -367,7 +374,8 @@ impl Ctx {
 }
 
 /// Commits the final prefix of every owned partition (or only of `only`), synchronously.
-fn commit_final(ctx: &Ctx, consumer: &BaseConsumer<Ctx>, only: Option<&[Tp]>) {
+/// False if the commit failed (it is retried with the next one).
+fn commit_final(ctx: &Ctx, consumer: &BaseConsumer<Ctx>, only: Option<&[Tp]>) -> bool {
     let mut tpl = TopicPartitionList::new();
     let mut offsets = Vec::new();
     {
@@ -387,7 +395,7 @@ fn commit_final(ctx: &Ctx, consumer: &BaseConsumer<Ctx>, only: Option<&[Tp]>) {
         }
     }
     if offsets.is_empty() {
-        return;
+        return true;
     }
     let started = Instant::now();
     match consumer.commit(&tpl, CommitMode::Sync) {
@@ -406,6 +414,7 @@ fn commit_final(ctx: &Ctx, consumer: &BaseConsumer<Ctx>, only: Option<&[Tp]>) {
                     .set(off);
             }
             ctx.metrics.uncommitted.set(book.uncommitted() as i64);
+            true
         }
         Err(e) => {
             ctx.metrics
@@ -413,6 +422,7 @@ fn commit_final(ctx: &Ctx, consumer: &BaseConsumer<Ctx>, only: Option<&[Tp]>) {
                 .with_label_values(&[&ctx.source_name])
                 .inc();
             tracing::warn!(source = %ctx.source_name, error = %e, "offset commit failed; it is retried with the next commit");
+            false
         }
     }
 }
@@ -594,7 +604,12 @@ impl KafkaSource {
         }
         let deadline = Instant::now() + PAUSE_AFTER;
         loop {
-            commit_final(consumer.context(), consumer, None);
+            let seen = book.lock().acks;
+            // A failed commit (a rebalance under way, say) goes back to `poll`, which serves
+            // the group protocol; the bound then pauses the partitions.
+            if !commit_final(consumer.context(), consumer, None) {
+                return true;
+            }
             if !full(&book.lock()) || self.stop.is_cancelled() {
                 return true;
             }
@@ -602,7 +617,7 @@ impl KafkaSource {
             if now >= deadline {
                 return true;
             }
-            book.wait_for_ack((deadline - now).min(Duration::from_millis(10)));
+            book.wait_for_ack(seen, (deadline - now).min(Duration::from_millis(10)));
         }
     }
 
