@@ -9,8 +9,8 @@ mod harness;
 
 use common::*;
 use harness::*;
-use orceum_bridge::orceum::sandbox::{self, Faults, SandboxConfig, SandboxHandle};
-use std::collections::{BTreeMap, HashMap};
+use orceum_bridge::orceum::sandbox::{Faults, SandboxHandle};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 fn long() -> bool {
@@ -31,11 +31,11 @@ fn seen_all(sandboxes: &[&SandboxHandle]) -> (usize, usize) {
     (per.len(), total - per.len())
 }
 
+/// A sandbox restarted on the address the bridge already points at.
 async fn sandbox_on(
     addr: &str,
     faults: Faults,
 ) -> (SandboxHandle, tokio_util::sync::CancellationToken) {
-    let stop = tokio_util::sync::CancellationToken::new();
     let mut listener = None;
     for _ in 0..50 {
         match tokio::net::TcpListener::bind(addr).await {
@@ -46,22 +46,7 @@ async fn sandbox_on(
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-    let handle = sandbox::start(
-        SandboxConfig {
-            apps: HashMap::from([
-                ("app_a".to_string(), SECRET_A.to_string()),
-                ("app_b".to_string(), SECRET_B.to_string()),
-            ]),
-            accept_any: false,
-            faults,
-            print: false,
-        },
-        listener.expect("rebind the sandbox port"),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
-    (handle, stop)
+    start_sandbox_on(listener.expect("rebind the sandbox port"), faults).await
 }
 
 fn config_file(yaml: &str) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {

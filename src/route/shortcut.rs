@@ -43,7 +43,7 @@ fn ident(k: &str) -> bool {
 }
 
 /// `.a.b.c` as its keys, if `code` is nothing but such a path.
-pub(crate) fn path(code: &str) -> Option<Vec<String>> {
+fn path(code: &str) -> Option<Vec<String>> {
     let code = code.trim();
     if code == "." {
         return Some(Vec::new());

@@ -125,7 +125,7 @@ pub fn headers_of(m: &impl rdkafka::message::Message) -> Vec<(String, Option<Vec
 
 /// How long the consumer waits at the global in-flight bound for work to finish before it
 /// pauses the partitions ([`KafkaSource::wait_for_room`]).
-pub const PAUSE_AFTER: Duration = Duration::from_millis(500);
+const PAUSE_AFTER: Duration = Duration::from_millis(500);
 
 /// The shortest gap between two commits made to relieve pressure (half the bound reached).
 const MIN_COMMIT_GAP: Duration = Duration::from_millis(10);
@@ -565,8 +565,9 @@ impl KafkaSource {
             }
             let pressure = {
                 let b = book.lock();
-                self.metrics.uncommitted.set(b.uncommitted() as i64);
-                b.uncommitted() * 2 >= self.limits.max_in_flight
+                let uncommitted = b.uncommitted();
+                self.metrics.uncommitted.set(uncommitted as i64);
+                uncommitted * 2 >= self.limits.max_in_flight
                     || b.parts.values().any(|p| {
                         p.tracker.uncommitted() * 2 >= self.limits.max_in_flight_per_partition
                     })

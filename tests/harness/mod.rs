@@ -15,6 +15,17 @@ pub const SECRET_B: &str = "whs_test_app_b_secret";
 
 /// Starts a sandbox knowing app_a and app_b.
 pub async fn start_sandbox(faults: Faults) -> (SandboxHandle, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind sandbox");
+    start_sandbox_on(listener, faults).await
+}
+
+/// The same sandbox on a listener the test chose (a restart on the same port, say).
+pub async fn start_sandbox_on(
+    listener: tokio::net::TcpListener,
+    faults: Faults,
+) -> (SandboxHandle, CancellationToken) {
     let stop = CancellationToken::new();
     let handle = sandbox::start(
         SandboxConfig {
@@ -26,9 +37,7 @@ pub async fn start_sandbox(faults: Faults) -> (SandboxHandle, CancellationToken)
             faults,
             print: false,
         },
-        tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind sandbox"),
+        listener,
         stop.clone(),
     )
     .await
