@@ -1,5 +1,9 @@
 //! A second replica joins the consumer group mid-stream: the first one's revoked partitions
 //! drain and commit before they move, nothing is lost, and both replicas end up delivering.
+//!
+//! The events arrive in three parts: a backlog, a stream while the second replica joins, and
+//! the rest once it owns partitions. (With the whole backlog produced up front, the first
+//! replica now drains it before a join completes, and the second has nothing left to do.)
 
 mod common;
 mod harness;
@@ -29,7 +33,10 @@ async fn a_replica_joining_mid_stream_takes_partitions_without_losing_anything()
     let group = unique("g-rebalance");
     create_topic(&topic, 4).await;
     let n = 3000;
-    produce(&topic, keyed_records(n, 40, 4)).await;
+    let mut records = keyed_records(n, 40, 4);
+    let last_part = records.split_off(2 * n / 3);
+    let streamed = records.split_off(n / 3);
+    produce(&topic, records).await;
     let (sandbox, _stop) = start_sandbox(Faults {
         latency: Duration::from_millis(5),
         ..Faults::default()
@@ -52,6 +59,21 @@ async fn a_replica_joining_mid_stream_takes_partitions_without_losing_anything()
         .await
     );
     let second = spawn_bridge(&yaml);
+    // Mid-stream: events keep arriving while the group rebalances.
+    for chunk in streamed.chunks(50) {
+        produce(&topic, chunk.to_vec()).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        wait_until(Duration::from_secs(120), || counter(
+            &second.metrics_text(),
+            "orceum_bridge_kafka_assigned_partitions",
+            ""
+        ) > 0)
+        .await,
+        "the second replica never got partitions"
+    );
+    produce(&topic, last_part).await;
     let all = wait_until(Duration::from_secs(240), || seen(&sandbox).unique() >= n).await;
     assert!(
         all,
