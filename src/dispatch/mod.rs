@@ -15,7 +15,7 @@ pub mod ticket;
 use crate::config::validate::{App, Bridge};
 use crate::config::RetryConfig;
 use crate::dead_letter::{DeadLetterRecord, DeadLetterSink};
-use crate::orceum::client::OrceumClient;
+use crate::orceum::client::{OrceumClient, PushResponse};
 use crate::orceum::event::Priority;
 use crate::route::{parse_payload, Mapped, Route};
 use crate::source::{AckHandle, Final, Message};
@@ -142,6 +142,18 @@ impl DeliveryContext {
                         tracing::error!(app = %app.name, app_id = %app.app_id, route = %job.route.name,
                             source = %job.msg.origin.coordinates(), attempts,
                             "Orceum answered 401: the app's secret or signature is wrong; retrying until the secret is fixed");
+                    } else if let (
+                        Ok(PushResponse {
+                            status,
+                            redirect_host: Some(host),
+                            ..
+                        }),
+                        true,
+                    ) = (&result, loud)
+                    {
+                        tracing::error!(app = %app.name, route = %job.route.name, source = %job.msg.origin.coordinates(),
+                            attempts, status, location_host = %host,
+                            "Orceum answered a redirect, which is never followed (the request carries the secret); fix orceum.base_url; retrying");
                     } else if let (Err(e), true) = (&result, loud) {
                         tracing::warn!(app = %app.name, source = %job.msg.origin.coordinates(), attempts, error = %e, "push failed; will retry");
                     } else {

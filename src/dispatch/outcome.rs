@@ -39,6 +39,13 @@ pub fn classify(result: &Result<PushResponse, PushError>, retryable: &[u16]) -> 
     };
     match resp.status {
         200..=299 => Outcome::Delivered,
+        // Never followed (the secret would go with it) and never "delivered": like a bad
+        // secret, a misconfiguration that is retried until someone fixes base_url.
+        300..=399 => Outcome::Retry {
+            after: None,
+            reason: "redirect".into(),
+            pause_app: false,
+        },
         401 => Outcome::Retry {
             after: None,
             reason: "unauthorized".into(),
@@ -77,6 +84,7 @@ mod tests {
             status: s,
             retry_after: Some(Duration::from_secs(3)),
             excerpt: "{\"error\":\"x\"}".into(),
+            redirect_host: None,
         })
     }
 
@@ -110,6 +118,12 @@ mod tests {
         assert!(
             matches!(classify(&status(404), &retryable), Outcome::DeadLetter { ref kind, .. } if kind == "http_404")
         );
+        for s in [301, 302, 303, 307, 308] {
+            assert!(
+                matches!(classify(&status(s), &retryable), Outcome::Retry { ref reason, .. } if reason == "redirect"),
+                "{s}"
+            );
+        }
         assert!(matches!(
             classify(&status(422), &retryable),
             Outcome::DeadLetter { .. }

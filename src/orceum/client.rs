@@ -11,6 +11,11 @@ use std::time::Duration;
 /// How much of an error response is kept for logs and dead letters.
 const EXCERPT_BYTES: usize = 512;
 
+/// The most of any answer body that is read: enough for a 200's `event_id`, `status` and
+/// `action_taken` and for an error excerpt. Past it the response is dropped (and with it the
+/// connection), so a huge or endless body costs neither memory nor time.
+pub const MAX_ANSWER_BYTES: usize = 4096;
+
 /// One request, ready to send: method POST, these headers, these body bytes.
 /// `Debug` shows the headers redacted.
 #[derive(Clone)]
@@ -79,8 +84,10 @@ pub struct PushResponse {
     pub status: u16,
     /// `Retry-After`, in seconds or as an HTTP date.
     pub retry_after: Option<Duration>,
-    /// The start of the response body, for logs and dead letters.
+    /// The start of the response body, for logs and dead letters (error answers only).
     pub excerpt: String,
+    /// 3xx: the host the answer pointed at (never followed; see [`OrceumClient::with_ca`]).
+    pub redirect_host: Option<String>,
 }
 
 /// Why no response came back. Never carries the secret (reqwest errors name the URL only).
@@ -138,7 +145,13 @@ impl OrceumClient {
                 .map_err(|e| ClientBuildError(format!("ca_file {}: {e}", path.display())))?;
             builder = builder.tls_certs_merge(certs);
         }
+        // The request carries the webhook secret: it goes to `base_url` and nowhere else. A
+        // redirect is never followed (reqwest would replay the secret header to any host, and
+        // turn a 301/302/303 into a body-less GET whose 200 would count as delivered), and no
+        // proxy from the environment is used silently.
         let http = builder
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .pool_idle_timeout(Duration::from_secs(90))
@@ -195,25 +208,44 @@ impl OrceumClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
+        let redirect_host = (300..400).contains(&status).then(|| {
+            resp.headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| reqwest::Url::parse(l).ok())
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_else(|| "(no absolute Location)".to_string())
+        });
+        let head = read_bounded(resp, MAX_ANSWER_BYTES).await;
         let excerpt = if (200..300).contains(&status) {
-            // Drain the body so the connection goes back to the pool.
-            let _ = resp.bytes().await;
             String::new()
         } else {
-            match resp.bytes().await {
-                Ok(b) => {
-                    let cut = &b[..b.len().min(EXCERPT_BYTES)];
-                    String::from_utf8_lossy(cut).into_owned()
-                }
-                Err(_) => String::new(),
-            }
+            String::from_utf8_lossy(&head[..head.len().min(EXCERPT_BYTES)]).into_owned()
         };
         Ok(PushResponse {
             status,
             retry_after,
             excerpt,
+            redirect_host,
         })
     }
+}
+
+/// Reads at most `limit` bytes of a response body, then drops the response: the rest of a
+/// longer body is never read (the connection closes instead of going back to the pool).
+/// A body that fails midway yields what arrived.
+async fn read_bounded(mut resp: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut head = Vec::new();
+    while head.len() < limit {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = limit - head.len();
+                head.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    head
 }
 
 fn classify(url: &str, e: &reqwest::Error) -> PushError {
@@ -293,6 +325,127 @@ mod tests {
         );
         let shown = format!("{:?}", req.redacted_headers());
         assert!(!shown.contains("whs_test"), "{shown}");
+    }
+
+    /// A one-connection-at-a-time HTTP/1.1 server on loopback that answers every request
+    /// with `answer` (raw bytes, then `tail` repeated until the peer goes away) and counts
+    /// the requests it saw.
+    async fn raw_server(
+        answer: &'static str,
+        tail: Option<&'static [u8]>,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if sock.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if let Some(tail) = tail {
+                        // An endless body: stops only when the client hangs up.
+                        while sock.write_all(tail).await.is_ok() {}
+                    }
+                });
+            }
+        });
+        (format!("http://{addr}/v1"), seen)
+    }
+
+    fn test_app() -> App {
+        App {
+            name: "tasks".into(),
+            app_id: "app_123".into(),
+            secret: AppSecret::fixed("whs_test"),
+            rate_limit: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_never_followed_and_names_its_host() {
+        let (target, target_seen) =
+            raw_server("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", None).await;
+        // The redirect points at a live server that would answer 200: it must see nothing.
+        let location: &'static str = Box::leak(
+            format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nlocation: {target}/apps/app_123/events\r\ncontent-length: 0\r\n\r\n"
+            )
+            .into_boxed_str(),
+        );
+        for answer in [
+            location,
+            Box::leak(
+                location
+                    .replace("307 Temporary Redirect", "302 Found")
+                    .into_boxed_str(),
+            ),
+        ] {
+            let (base, seen) = raw_server(answer, None).await;
+            let client = OrceumClient::new(&base, Duration::from_secs(5)).unwrap();
+            let resp = client
+                .push(&test_app(), bytes::Bytes::from_static(b"{}"))
+                .await
+                .unwrap();
+            assert!((300..400).contains(&resp.status), "{}", resp.status);
+            assert_eq!(resp.redirect_host.as_deref(), Some("127.0.0.1"));
+            assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+        }
+        assert_eq!(target_seen.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_body_is_read_only_up_to_the_bound() {
+        // Valid 4 KiB chunks, forever: without the bound the client reads until its timeout.
+        let chunk: &'static [u8] = Box::leak(
+            [b"1000\r\n".as_slice(), &[b'x'; 4096], b"\r\n"]
+                .concat()
+                .into_boxed_slice(),
+        );
+        let (base, _) = raw_server(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            Some(chunk),
+        )
+        .await;
+        let client = OrceumClient::new(&base, Duration::from_secs(30)).unwrap();
+        let started = std::time::Instant::now();
+        let resp = client
+            .push(&test_app(), bytes::Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 200);
+        assert!(started.elapsed() < Duration::from_secs(20));
+    }
+
+    #[tokio::test]
+    async fn an_error_body_is_cut_to_the_excerpt() {
+        let (base, _) = raw_server(
+            "HTTP/1.1 422 Unprocessable Entity\r\ncontent-length: 100000000000\r\n\r\n",
+            Some(&[b'x'; 8192]),
+        )
+        .await;
+        // A 100 GB error body: read whole, it would take the 30 s timeout (and the memory).
+        let client = OrceumClient::new(&base, Duration::from_secs(30)).unwrap();
+        let started = std::time::Instant::now();
+        let resp = client
+            .push(&test_app(), bytes::Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 422);
+        assert_eq!(resp.excerpt.len(), EXCERPT_BYTES);
+        assert!(started.elapsed() < Duration::from_secs(20));
     }
 
     #[test]
