@@ -9,11 +9,11 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use orceum_bridge::config::validate::{load_str, App};
+use orceum_bridge::message::{Message, Origin};
 use orceum_bridge::orceum::client::prepare;
 use orceum_bridge::orceum::event::OrceumEvent;
 use orceum_bridge::orceum::sign::signature_header;
 use orceum_bridge::route::{parse_payload, Mapped, Parsed, Route};
-use orceum_bridge::source::{Message, Origin};
 use serde_json::{json, Value};
 use std::hint::black_box;
 use std::sync::Arc;

@@ -26,6 +26,7 @@ pub mod config;
 pub mod dead_letter;
 pub mod demo;
 pub mod dispatch;
+pub mod message;
 pub mod orceum;
 pub mod probe;
 pub mod render;
@@ -160,7 +161,7 @@ pub async fn run_with(
                         commit_interval: d.commit_interval,
                         drain_timeout: d.shutdown_timeout,
                     },
-                    dispatcher: dispatcher.clone(),
+                    submit: dispatcher.clone(),
                     metrics: metrics.clone(),
                     ready: readiness.register(name),
                     stop: stop.clone(),
@@ -179,7 +180,7 @@ pub async fn run_with(
                     config: nc.clone(),
                     routes,
                     max_in_flight: d.max_in_flight,
-                    dispatcher: dispatcher.clone(),
+                    submit: dispatcher.clone(),
                     ready: readiness.register(name),
                     stop: stop.clone(),
                     abandon: abandon.clone(),

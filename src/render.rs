@@ -3,9 +3,9 @@
 //! dead-lettered.
 
 use crate::config::validate::Bridge;
+use crate::message::{Message, Origin};
 use crate::orceum::client::{prepare, PreparedRequest};
 use crate::route::{parse_payload, Mapped};
-use crate::source::{Message, Origin};
 use std::fmt;
 use std::sync::Arc;
 

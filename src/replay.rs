@@ -14,9 +14,9 @@ use crate::config::SourceConfig;
 use crate::dead_letter::header;
 use crate::dispatch::outcome::{classify, Outcome};
 use crate::dispatch::retry::Backoff;
+use crate::message::{Message, Origin};
 use crate::orceum::client::OrceumClient;
 use crate::route::{parse_payload, Mapped};
-use crate::source::{Message, Origin};
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
@@ -105,32 +105,6 @@ impl std::fmt::Display for ReplaySummary {
     }
 }
 
-/// Rebuilds the original coordinates from `kafka:t/2@18`, `jetstream:S@5`, `nats:subj`.
-pub fn parse_coordinates(c: &str) -> Option<Origin> {
-    if let Some(rest) = c.strip_prefix("kafka:") {
-        let (tp, offset) = rest.rsplit_once('@')?;
-        let (topic, partition) = tp.rsplit_once('/')?;
-        return Some(Origin::Kafka {
-            topic: Arc::from(topic),
-            partition: partition.parse().ok()?,
-            offset: offset.parse().ok()?,
-        });
-    }
-    if let Some(rest) = c.strip_prefix("jetstream:") {
-        let (stream, seq) = rest.rsplit_once('@')?;
-        return Some(Origin::JetStream {
-            stream: Arc::from(stream),
-            subject: String::new(),
-            sequence: seq.parse().ok()?,
-        });
-    }
-    let subject = c.strip_prefix("nats:")?;
-    Some(Origin::Nats {
-        subject: subject.to_string(),
-        pattern: Arc::from(subject),
-    })
-}
-
 fn source_name(bridge: &Bridge, opts: &ReplayOptions, kafka: bool) -> Result<String, ReplayError> {
     if let Some(s) = &opts.source {
         return match (bridge.sources.get(s), kafka) {
@@ -181,7 +155,7 @@ fn record_from(
     };
     let route = get(header::ROUTE);
     let origin = get(header::SOURCE)
-        .and_then(|c| parse_coordinates(&c))
+        .and_then(|c| Origin::parse(&c))
         .unwrap_or(Origin::Nats {
             subject: at.clone(),
             pattern: Arc::from("replay"),
@@ -476,19 +450,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn coordinates_round_trip() {
-        for c in [
-            "kafka:tasks/2@1834",
-            "jetstream:TASKS@5521",
-            "nats:orders.created",
-        ] {
-            assert_eq!(parse_coordinates(c).unwrap().coordinates(), c);
-        }
-        assert_eq!(
-            parse_coordinates("kafka:a/b/3@7").unwrap().coordinates(),
-            "kafka:a/b/3@7"
-        );
-        assert!(parse_coordinates("other").is_none());
+    fn replay_from_names_a_bus() {
         assert_eq!(
             "kafka:dlq".parse::<ReplayFrom>().unwrap(),
             ReplayFrom::Kafka {

@@ -4,9 +4,9 @@
 //! run longer with `PROPTEST_CASES=100000 cargo test --release --test properties`.
 
 use orceum_bridge::config::validate::load_str;
+use orceum_bridge::message::{Message, Origin};
 use orceum_bridge::orceum::event::OrceumEvent;
 use orceum_bridge::route::{parse_payload, Mapped};
-use orceum_bridge::source::{Message, Origin};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::sync::Arc;

@@ -81,7 +81,7 @@ impl Bridge {
     /// or every route reading its topic from its source (Kafka).
     pub fn routes_for<'a>(
         &'a self,
-        msg: &'a crate::source::Message,
+        msg: &'a crate::message::Message,
     ) -> impl Iterator<Item = &'a Arc<Route>> + 'a {
         self.routes.iter().filter(move |r| match &msg.route {
             Some(name) => r.name == **name,

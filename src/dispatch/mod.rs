@@ -15,10 +15,10 @@ pub mod ticket;
 use crate::config::validate::{App, Bridge};
 use crate::config::RetryConfig;
 use crate::dead_letter::{DeadLetterRecord, DeadLetterSink};
+use crate::message::{AckHandle, Final, Message, Submit};
 use crate::orceum::client::{OrceumClient, PushResponse};
 use crate::orceum::event::Priority;
 use crate::route::{parse_payload, Mapped, Route};
-use crate::source::{AckHandle, Final, Message};
 use crate::telemetry::metrics::Metrics;
 use lane::AppLane;
 use outcome::{classify, Outcome};
@@ -317,10 +317,12 @@ impl Dispatcher {
     pub fn context(&self) -> &Arc<DeliveryContext> {
         &self.ctx
     }
+}
 
+impl Submit for Dispatcher {
     /// Takes one message, in source order; never blocks. The source's in-flight bound is what
     /// keeps the work started here bounded.
-    pub fn submit(&self, msg: Message, ack: AckHandle) {
+    fn submit(&self, msg: Message, ack: AckHandle) {
         let metrics = &self.ctx.metrics;
         metrics
             .messages_received

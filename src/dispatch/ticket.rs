@@ -4,7 +4,7 @@
 //! A part dropped without [`Part::done`] (shutdown, a task that gave up) abandons the whole
 //! message: its acknowledgement is dropped unfinished, so it is never committed.
 
-use crate::source::{AckHandle, Final};
+use crate::message::{AckHandle, Final};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -87,7 +87,7 @@ impl Drop for Part {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::Acknowledge;
+    use crate::message::Acknowledge;
 
     struct Probe(Arc<Mutex<Vec<String>>>);
     impl Acknowledge for Probe {

@@ -7,8 +7,8 @@
 mod shortcut;
 pub mod template;
 
+use crate::message::Message;
 use crate::orceum::event::{normalise_timestamp, OrceumEvent, Priority};
-use crate::source::Message;
 use serde_json::{Map, Value};
 use template::{json_to_val, parse_val, JqTemplate};
 
@@ -283,7 +283,7 @@ fn default_timestamp(msg: &Message) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::Origin;
+    use crate::message::Origin;
     use serde_json::json;
     use std::sync::Arc;
 

@@ -18,10 +18,9 @@
 //! - on shutdown: fetching stops, in-flight work drains until the deadline, the final prefix is
 //!   committed, the member leaves the group.
 
-use super::{AckHandle, Acknowledge, Final, Message, Origin};
 use crate::commit::offsets::OffsetTracker;
 use crate::config::KafkaSourceConfig;
-use crate::dispatch::Dispatcher;
+use crate::message::{AckHandle, Acknowledge, Final, Message, Origin, Submit};
 use crate::telemetry::metrics::Metrics;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -469,7 +468,7 @@ pub struct KafkaSource {
     pub config: KafkaSourceConfig,
     pub topics: Vec<String>,
     pub limits: Limits,
-    pub dispatcher: Arc<Dispatcher>,
+    pub submit: Arc<dyn Submit>,
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
     /// Cancelled on SIGTERM: stop fetching and drain.
@@ -671,7 +670,7 @@ impl KafkaSource {
         }
     }
 
-    /// Registers one message in its partition's tracker and hands it to the dispatcher.
+    /// Registers one message in its partition's tracker and hands it to the engine.
     fn accept(
         &self,
         _consumer: &BaseConsumer<Ctx>,
@@ -722,7 +721,7 @@ impl KafkaSource {
             offset,
             epoch,
         });
-        self.dispatcher.submit(msg, ack);
+        self.submit.submit(msg, ack);
     }
 
     /// Shutdown: stop fetching, let in-flight work finish until the deadline (the caller

@@ -16,10 +16,9 @@
 //!   absorbs bursts and the server drops messages for a slow consumer — at-most-once again.
 //! - **Reconnects by itself**: `/readyz` is false while disconnected; JetStream pulls resume.
 
-use super::{AckHandle, Acknowledge, Final, Message, Origin};
 use crate::config::secret::read_plain;
 use crate::config::{JetStreamRouteConfig, NatsSourceConfig};
-use crate::dispatch::Dispatcher;
+use crate::message::{AckHandle, Acknowledge, Final, Message, Origin, Submit};
 use crate::route::Route;
 use async_nats::jetstream::{self, consumer::pull, AckKind};
 use futures::StreamExt;
@@ -198,14 +197,14 @@ impl Acknowledge for CoreAck {
     fn finish(self: Box<Self>, _outcome: Final) {}
 }
 
-/// One NATS source: its routes, the dispatcher, and the shutdown tokens.
+/// One NATS source: its routes, where messages go, and the shutdown tokens.
 pub struct NatsSource {
     pub name: Arc<str>,
     pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     pub config: NatsSourceConfig,
     pub routes: Vec<Arc<Route>>,
     pub max_in_flight: usize,
-    pub dispatcher: Arc<Dispatcher>,
+    pub submit: Arc<dyn Submit>,
     pub ready: Arc<AtomicBool>,
     pub stop: CancellationToken,
     pub abandon: CancellationToken,
@@ -224,7 +223,7 @@ impl NatsSource {
                 route: route.clone(),
                 client: client.clone(),
                 slots: slots.clone(),
-                dispatcher: self.dispatcher.clone(),
+                submit: self.submit.clone(),
                 stop: self.stop.clone(),
                 max_in_flight: self.max_in_flight,
             };
@@ -258,7 +257,7 @@ struct RouteLoop {
     route: Arc<Route>,
     client: async_nats::Client,
     slots: Arc<Semaphore>,
-    dispatcher: Arc<Dispatcher>,
+    submit: Arc<dyn Submit>,
     stop: CancellationToken,
     max_in_flight: usize,
 }
@@ -316,7 +315,7 @@ impl RouteLoop {
                 headers: headers(m.headers.as_ref()),
                 timestamp: Some(chrono::Utc::now()),
             };
-            self.dispatcher
+            self.submit
                 .submit(msg, AckHandle::new(CoreAck { _permit: permit }));
         }
         // Unsubscribing happens when the subscribers drop.
@@ -401,7 +400,7 @@ impl RouteLoop {
                     timestamp: published.or_else(|| Some(chrono::Utc::now())),
                 };
                 let ack = JetStreamAck::new(acker, permit, ack_wait);
-                self.dispatcher.submit(msg, AckHandle::new(ack));
+                self.submit.submit(msg, AckHandle::new(ack));
             }
             reporter.abort();
             tokio::select! {
