@@ -6,7 +6,7 @@
 #
 #   scripts/brokers.sh shell     # starts both, opens $SHELL with ORCEUM_TEST_* exported,
 #                                # stops them when that shell exits; then e.g.
-#                                # `cargo nextest run --test kafka_e2e`
+#                                # `cargo nextest run --test it -E 'test(/^kafka_delivery::/)'`
 #   scripts/brokers.sh install   # only installs what is missing (apt packages, the venv)
 #
 # Environment:
@@ -19,10 +19,10 @@
 #   ORCEUM_TEST_TANSU_BIN, ORCEUM_TEST_NATS_BIN (for tests that restart a broker)
 #   ORCEUM_TEST_NATS_STORE (the JetStream store directory)
 #
-# Tansu quirks worth knowing when writing tests (tansu 0.6.0, see tests/common/mod.rs):
+# Tansu quirks worth knowing when writing tests (tansu 0.6.0, see tests/support/common.rs):
 #   - storage is memory://: a restarted tansu has lost every topic, record and offset;
 #   - a restart on the same port right after a stop was reported to panic (not reproduced
-#     here); tests/common's TestBroker::start retries, or use a fresh port;
+#     here); tests/support/common.rs's TestBroker::start retries, or use a fresh port;
 #   - a consumer-group join takes ~session.timeout.ms/2 (23 s with librdkafka's default):
 #     read back with assign(), not subscribe(), set session.timeout.ms=6000 where a test
 #     must join, and give each test its own group;

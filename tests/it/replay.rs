@@ -1,11 +1,8 @@
 //! `replay` after a fix: dead letters re-run through the current config, keeping their
 //! original coordinates; `--dry-run` pushes nothing.
 
-mod common;
-mod harness;
-
-use common::*;
-use harness::*;
+use crate::common::*;
+use crate::harness::*;
 use orceum_bridge::orceum::sandbox::Faults;
 use std::collections::HashSet;
 use std::process::Command;

@@ -1,6 +1,5 @@
 //! Test harness for running the real bridge against the sandbox: configs, an in-process
 //! bridge, a bridge child process (for SIGKILL tests), and counting what the sandbox saw.
-#![allow(dead_code)]
 
 use orceum_bridge::config::validate::{load_str, Bridge};
 use orceum_bridge::orceum::sandbox::{self, Faults, SandboxConfig, SandboxHandle};

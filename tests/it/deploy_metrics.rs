@@ -13,9 +13,7 @@
 //! label a selector matches on must be one the family has. With `promtool` on PATH, the scrape
 //! must also pass `promtool check metrics`.
 
-mod harness;
-
-use harness::*;
+use crate::harness::*;
 use orceum_bridge::orceum::sandbox::Faults;
 use prometheus::core::Collector;
 use rdkafka::mocking::MockCluster;

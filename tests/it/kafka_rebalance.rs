@@ -5,11 +5,8 @@
 //! the rest once it owns partitions. (With the whole backlog produced up front, the first
 //! replica now drains it before a join completes, and the second has nothing left to do.)
 
-mod common;
-mod harness;
-
-use common::*;
-use harness::*;
+use crate::common::*;
+use crate::harness::*;
 use orceum_bridge::orceum::sandbox::Faults;
 use std::time::Duration;
 

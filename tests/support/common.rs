@@ -1,4 +1,4 @@
-//! Shared helpers for the integration tests (`mod common;` from `tests/*.rs`).
+//! Shared helpers for the integration tests (`crate::common` in `tests/it/`).
 //!
 //! The brokers are started by `scripts/test` (Tansu for the Kafka protocol, `nats-server -js`
 //! for NATS), which exports their addresses:
@@ -25,6 +25,8 @@
 //!
 //! Beware: a `BorrowedMessage` still alive when its consumer is dropped makes that drop hang
 //! forever (`rd_kafka_destroy` waits for every message to be released).
+// Still needed in the one binary: some helpers are used by no test today (TestBroker::tansu,
+// produce_with_headers, FAST_GROUP_PROPERTIES, …).
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,9 +1,7 @@
 //! Transport security and secrets in motion: HTTPS to Orceum trusted only through the configured
 //! CA, and a `{file: …}` secret rotated while events flow — nothing lost, the new secret used.
 
-mod harness;
-
-use harness::*;
+use crate::harness::*;
 use orceum_bridge::orceum::sandbox::Faults;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rdkafka::mocking::MockCluster;

@@ -1,7 +1,7 @@
 //! Property tests on stable Rust (cargo-fuzz needs nightly): config parsing, template evaluation
 //! over arbitrary JSON, and the sandbox's request verification. The offset tracker's model
 //! check lives beside it (`src/commit/offsets.rs`). A smoke run is part of `scripts/test`;
-//! run longer with `PROPTEST_CASES=100000 cargo test --release --test properties`.
+//! run longer with `PROPTEST_CASES=100000 cargo test --release --test it properties::`.
 
 use orceum_bridge::config::validate::load_str;
 use orceum_bridge::message::{Message, Origin};

@@ -1,9 +1,7 @@
 //! No secret anywhere a user or an operator can see: logs at trace level, `/metrics`, `render`
 //! output, `check` errors.
 
-mod harness;
-
-use harness::*;
+use crate::harness::*;
 use orceum_bridge::orceum::sandbox::Faults;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};

@@ -2,11 +2,8 @@
 //! the duplicates a crash causes stay within the in-flight bound (messages read but not yet
 //! committed). Then a SIGTERM: the process drains and exits 0.
 
-mod common;
-mod harness;
-
-use common::*;
-use harness::*;
+use crate::common::*;
+use crate::harness::*;
 use orceum_bridge::orceum::sandbox::Faults;
 use std::process::Command;
 use std::time::Duration;

@@ -4,11 +4,8 @@
 //!
 //! `ORCEUM_CHAOS_LONG=1` lengthens the outages and the event counts (release checks).
 
-mod common;
-mod harness;
-
-use common::*;
-use harness::*;
+use crate::common::*;
+use crate::harness::*;
 use orceum_bridge::orceum::sandbox::{Faults, SandboxHandle};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

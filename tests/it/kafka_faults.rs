@@ -2,9 +2,7 @@
 //! that is down at start, and an Orceum that cannot be reached. Nothing is committed that was
 //! not delivered; nothing crashes; readiness says what is going on.
 
-mod harness;
-
-use harness::*;
+use crate::harness::*;
 use orceum_bridge::orceum::sandbox::Faults;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;

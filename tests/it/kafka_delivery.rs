@@ -2,11 +2,8 @@
 //! and the sandbox as Orceum: exactly-once without faults, every event under transient faults,
 //! poison messages dead-lettered while the partition moves on, per-app rate limits.
 
-mod common;
-mod harness;
-
-use common::*;
-use harness::*;
+use crate::common::*;
+use crate::harness::*;
 use orceum_bridge::orceum::sandbox::Faults;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;

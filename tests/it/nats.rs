@@ -3,12 +3,9 @@
 //! exactly-once without faults, poison messages dead-lettered and terminated, replicas sharing
 //! a durable consumer and a queue group, a server restart mid-stream, and SIGKILLs under faults.
 
-mod common;
-mod harness;
-
+use crate::common::*;
+use crate::harness::*;
 use async_nats::jetstream::{self, stream};
-use common::*;
-use harness::*;
 use orceum_bridge::orceum::sandbox::Faults;
 use std::collections::HashSet;
 use std::process::Command;
