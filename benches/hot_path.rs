@@ -8,8 +8,9 @@
 //! Results and the machine they came from: docs/performance.md. No timing is asserted here.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use orceum_bridge::config::validate::{load_str, App};
+use orceum_bridge::build::load_str;
 use orceum_bridge::message::{Message, Origin};
+use orceum_bridge::orceum::app::App;
 use orceum_bridge::orceum::client::prepare;
 use orceum_bridge::orceum::event::OrceumEvent;
 use orceum_bridge::orceum::sign::signature_header;

@@ -1,16 +1,15 @@
-//! Where messages that cannot be delivered go, and what they carry.
+//! What a dead letter is, wherever it is written: the record, its `orceum.*` headers, and the
+//! [`DeadLetterWriter`] every destination implements (each bus's writer lives in its folder
+//! under `source/`; [`LogOnly`] is the no-destination case).
 //!
 //! A dead-letter record keeps the original key, bytes and headers, and adds headers that say
 //! why: `orceum.reason`, `orceum.reason_kind`, `orceum.route`, `orceum.source` (coordinates),
 //! `orceum.status`, `orceum.response` (an excerpt), `orceum.attempts`, `orceum.failed_at`.
-//! The source message is committed only after [`DeadLetterSink::write`] returned `Ok`, i.e.
+//! The source message is committed only after [`DeadLetterWriter::write`] returned `Ok`, i.e.
 //! after the broker acknowledged the record. Without a destination the record is logged
 //! (without its payload unless `log_payloads`) and counted, then committed.
 
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
-use std::time::Duration;
+use futures::future::BoxFuture;
 
 /// Header names on a dead-letter record, so `replay` and tools agree with the writer.
 pub mod header {
@@ -41,12 +40,12 @@ pub struct DeadLetterRecord {
     pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
+/// Why a dead letter could not be written (the write is retried).
 #[derive(Debug, thiserror::Error)]
-pub enum DeadLetterError {
-    #[error("cannot create the dead-letter producer for source {source_name}: {reason}; check the source's bootstrap_servers and properties")]
-    Producer { source_name: String, reason: String },
-    #[error("dead-letter write to topic {topic} failed: {reason}")]
-    Write { topic: String, reason: String },
+#[error("dead-letter write to {destination} failed: {reason}")]
+pub struct DeadLetterError {
+    pub destination: String,
+    pub reason: String,
 }
 
 impl DeadLetterRecord {
@@ -73,146 +72,57 @@ impl DeadLetterRecord {
     }
 }
 
-/// The configured destination.
-pub enum DeadLetterSink {
-    Kafka {
-        producer: FutureProducer,
-        topic: String,
-    },
-    /// A subject captured by a JetStream stream; each write waits for the stream's ack.
-    Nats {
-        // Boxed: the JetStream context is large next to the other variants.
-        jetstream: Box<async_nats::jetstream::Context>,
-        subject: String,
-    },
-    /// No destination: log and count.
-    Log { log_payloads: bool },
+/// A dead-letter destination.
+pub trait DeadLetterWriter: Send + Sync + 'static {
+    /// Writes one record and resolves once the destination acknowledged it.
+    fn write<'a>(&'a self, rec: &'a DeadLetterRecord)
+        -> BoxFuture<'a, Result<(), DeadLetterError>>;
+    /// `kafka topic orceum-dead-letter`, for logs.
+    fn describe(&self) -> String;
+    /// True when `write` is the log line itself (no destination configured).
+    fn is_log_only(&self) -> bool {
+        false
+    }
 }
 
-impl DeadLetterSink {
-    /// A Kafka producer on the same cluster and with the same client properties (TLS, SASL)
-    /// as the source; idempotent, acks from all replicas.
-    pub fn kafka(
-        source_name: &str,
-        bootstrap: &str,
-        properties: &[(String, String)],
-        topic: &str,
-    ) -> Result<Self, DeadLetterError> {
-        let mut cfg = ClientConfig::new();
-        cfg.set("bootstrap.servers", bootstrap)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "30000")
-            .set("log_level", "3");
-        for (k, v) in properties {
-            if is_producer_safe(k) {
-                cfg.set(k, v);
-            }
-        }
-        let producer = cfg.create().map_err(|e| DeadLetterError::Producer {
-            source_name: source_name.to_string(),
-            reason: e.to_string(),
-        })?;
-        Ok(Self::Kafka {
-            producer,
-            topic: topic.to_string(),
-        })
-    }
+/// No destination: log (without the payload unless `log_payloads`) and count.
+pub struct LogOnly {
+    pub log_payloads: bool,
+}
 
-    /// Writes one record and waits for the broker's acknowledgement.
-    pub async fn write(&self, rec: &DeadLetterRecord) -> Result<(), DeadLetterError> {
-        match self {
-            DeadLetterSink::Log { log_payloads } => {
-                if *log_payloads {
-                    tracing::error!(route = %rec.route, source = %rec.coordinates, kind = %rec.kind, reason = %rec.reason,
+impl DeadLetterWriter for LogOnly {
+    fn write<'a>(
+        &'a self,
+        rec: &'a DeadLetterRecord,
+    ) -> BoxFuture<'a, Result<(), DeadLetterError>> {
+        let log_payloads = &self.log_payloads;
+        if *log_payloads {
+            tracing::error!(route = %rec.route, source = %rec.coordinates, kind = %rec.kind, reason = %rec.reason,
                         status = ?rec.status, attempts = rec.attempts, payload = %String::from_utf8_lossy(&rec.payload),
                         "dropped a message that cannot be delivered (no dead-letter destination configured)");
-                } else {
-                    tracing::error!(route = %rec.route, source = %rec.coordinates, kind = %rec.kind, reason = %rec.reason,
+        } else {
+            tracing::error!(route = %rec.route, source = %rec.coordinates, kind = %rec.kind, reason = %rec.reason,
                         status = ?rec.status, attempts = rec.attempts,
                         "dropped a message that cannot be delivered (no dead-letter destination configured)");
-                }
-                Ok(())
-            }
-            DeadLetterSink::Nats { jetstream, subject } => {
-                let mut headers = async_nats::HeaderMap::new();
-                for (k, v) in &rec.headers {
-                    if let Some(v) = v {
-                        headers.append(k.as_str(), String::from_utf8_lossy(v).as_ref());
-                    }
-                }
-                for (k, v) in rec.describing_headers() {
-                    headers.insert(k, v.as_str());
-                }
-                let write = |reason: String| DeadLetterError::Write {
-                    topic: subject.clone(),
-                    reason,
-                };
-                let ack = jetstream
-                    .publish_with_headers(subject.clone(), headers, rec.payload.clone().into())
-                    .await
-                    .map_err(|e| write(e.to_string()))?;
-                ack.await.map_err(|e| {
-                    write(format!(
-                        "{e} (is the subject captured by a JetStream stream?)"
-                    ))
-                })?;
-                Ok(())
-            }
-            DeadLetterSink::Kafka { producer, topic } => {
-                let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len() + 8);
-                for (k, v) in &rec.headers {
-                    headers = headers.insert(Header {
-                        key: k,
-                        value: v.as_deref(),
-                    });
-                }
-                for (k, v) in rec.describing_headers() {
-                    headers = headers.insert(Header {
-                        key: k,
-                        value: Some(v.as_bytes()),
-                    });
-                }
-                let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
-                    .payload(rec.payload.as_slice())
-                    .headers(headers);
-                if let Some(k) = &rec.key {
-                    record = record.key(k.as_slice());
-                }
-                producer
-                    .send(record, Duration::from_secs(10))
-                    .await
-                    .map(|_| ())
-                    .map_err(|(e, _)| DeadLetterError::Write {
-                        topic: topic.clone(),
-                        reason: e.to_string(),
-                    })
-            }
         }
+        Box::pin(std::future::ready(Ok(())))
     }
 
-    pub fn describe(&self) -> String {
-        match self {
-            DeadLetterSink::Kafka { topic, .. } => format!("kafka topic {topic}"),
-            DeadLetterSink::Nats { subject, .. } => format!("nats subject {subject}"),
-            DeadLetterSink::Log { .. } => "log only".into(),
-        }
+    fn describe(&self) -> String {
+        "log only".into()
+    }
+
+    fn is_log_only(&self) -> bool {
+        true
     }
 }
 
-/// Consumer-only properties would only make librdkafka warn on a producer.
-fn is_producer_safe(key: &str) -> bool {
-    !(key.starts_with("group.")
-        || key.starts_with("session.")
-        || key.starts_with("heartbeat.")
-        || key.starts_with("auto.")
-        || key.starts_with("fetch.")
-        || key.starts_with("queued.")
-        || key.starts_with("max.poll")
-        || key.starts_with("partition.assignment")
-        || key.starts_with("enable.auto")
-        || key.starts_with("statistics.")
-        || key == "isolation.level"
-        || key == "enable.partition.eof")
+/// A dead letter as read back from its destination (`replay`).
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Where it was read: `orceum-dead-letter/0@12`, `DLQ@5`.
+    pub at: String,
+    pub payload: Vec<u8>,
+    pub key: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
 }

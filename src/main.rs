@@ -3,8 +3,8 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use orceum_bridge::config;
-use orceum_bridge::orceum::sandbox::{self, Faults, SandboxConfig};
+use orceum_bridge::tools::sandbox::{self, Faults, SandboxConfig};
+use orceum_bridge::{build, config};
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::PathBuf;
@@ -119,7 +119,7 @@ enum Command {
         config: PathBuf,
         /// kafka:TOPIC or jetstream:STREAM
         #[arg(long)]
-        from: orceum_bridge::replay::ReplayFrom,
+        from: orceum_bridge::tools::replay::ReplayFrom,
         /// The `sources:` entry to read with (default: the only one of that bus).
         #[arg(long)]
         source: Option<String>,
@@ -163,8 +163,8 @@ fn main() -> ExitCode {
 }
 
 /// Loads the config, or prints every error in it (with paths) and returns `None`.
-fn load_or_report(path: &std::path::Path) -> Option<config::Bridge> {
-    match config::load_file(path) {
+fn load_or_report(path: &std::path::Path) -> Option<build::Bridge> {
+    match build::load_file(path) {
         Ok(b) => Some(b),
         Err(errors) => {
             eprint!("{errors}");
@@ -190,10 +190,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Check { config, connect } => match config::load_file(&config) {
+        Command::Check { config, connect } => match build::load_file(&config) {
             Ok(bridge) => {
                 if connect {
-                    let errors = runtime()?.block_on(orceum_bridge::probe::probe(&bridge));
+                    let errors = runtime()?.block_on(orceum_bridge::tools::probe::probe(&bridge));
                     if !errors.is_empty() {
                         eprint!(
                             "{}",
@@ -260,7 +260,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         .context("cannot read the sample message from stdin")?;
                 }
             }
-            let rendered = orceum_bridge::render::render(&bridge, &route, &bytes, &meta)?;
+            let rendered = orceum_bridge::tools::render::render(&bridge, &route, &bytes, &meta)?;
             print!("{rendered}");
             Ok(ExitCode::from(rendered.exit_code() as u8))
         }
@@ -329,7 +329,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let Some(bridge) = load_or_report(&config) else {
                 return Ok(ExitCode::from(1));
             };
-            let opts = orceum_bridge::replay::ReplayOptions {
+            let opts = orceum_bridge::tools::replay::ReplayOptions {
                 from,
                 source,
                 start,
@@ -338,7 +338,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 dry_run,
                 max_elapsed,
             };
-            let summary = runtime()?.block_on(orceum_bridge::replay::replay(&bridge, &opts))?;
+            let summary =
+                runtime()?.block_on(orceum_bridge::tools::replay::replay(&bridge, &opts))?;
             println!("replay: {summary}");
             Ok(if summary.failed.is_empty() {
                 ExitCode::SUCCESS
@@ -347,7 +348,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Demo { events } => {
-            let ok = orceum_bridge::demo::run(events)?;
+            let ok = orceum_bridge::tools::demo::run(events)?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {

@@ -8,8 +8,8 @@
 //! source pauses when that bound is reached.
 
 use super::{DeliveryContext, Job};
-use crate::config::validate::App;
-use crate::config::Ordering;
+use crate::config::{Ordering, RateLimitConfig};
+use crate::orceum::app::App;
 use crate::orceum::event::Priority;
 use crate::telemetry::metrics::Metrics;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -68,8 +68,13 @@ pub struct AppLane {
 }
 
 impl AppLane {
-    pub fn new(app: App, ordering: Ordering, metrics: &Metrics) -> Self {
-        let limiter = app.rate_limit.and_then(|rl| {
+    pub fn new(
+        app: App,
+        rate_limit: Option<RateLimitConfig>,
+        ordering: Ordering,
+        metrics: &Metrics,
+    ) -> Self {
+        let limiter = rate_limit.and_then(|rl| {
             let rate = NonZeroU32::new(rl.per_second)?;
             let burst = rl.burst.and_then(NonZeroU32::new).unwrap_or(rate);
             Some(RateLimiter::direct(

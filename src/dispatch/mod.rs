@@ -12,18 +12,19 @@ pub mod outcome;
 pub mod retry;
 pub mod ticket;
 
-use crate::config::validate::{App, Bridge};
-use crate::config::RetryConfig;
-use crate::dead_letter::{DeadLetterRecord, DeadLetterSink};
+use crate::config::{DeliveryConfig, RateLimitConfig, RetryConfig};
+use crate::dead_letter::{DeadLetterRecord, DeadLetterWriter};
 use crate::message::{AckHandle, Final, Message, Submit};
+use crate::orceum::app::App;
 use crate::orceum::client::{OrceumClient, PushResponse};
 use crate::orceum::event::Priority;
+use crate::route::table::routes_for;
 use crate::route::{parse_payload, Mapped, Route};
 use crate::telemetry::metrics::Metrics;
 use lane::AppLane;
 use outcome::{classify, Outcome};
 use retry::Backoff;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +49,7 @@ pub struct Job {
 /// the token that says "abandon what is unfinished".
 pub struct DeliveryContext {
     pub client: OrceumClient,
-    pub dead_letter: DeadLetterSink,
+    pub dead_letter: Box<dyn DeadLetterWriter>,
     pub metrics: Arc<Metrics>,
     pub retry: RetryConfig,
     pub abandon: CancellationToken,
@@ -59,7 +60,7 @@ pub struct DeliveryContext {
 impl DeliveryContext {
     pub fn new(
         client: OrceumClient,
-        dead_letter: DeadLetterSink,
+        dead_letter: Box<dyn DeadLetterWriter>,
         metrics: Arc<Metrics>,
         retry: RetryConfig,
         abandon: CancellationToken,
@@ -244,7 +245,7 @@ impl DeliveryContext {
                         .with_label_values(&[&record.route, &record.kind])
                         .inc();
                     // The log-only sink has already written its own line.
-                    if !matches!(self.dead_letter, DeadLetterSink::Log { .. }) {
+                    if !self.dead_letter.is_log_only() {
                         tracing::warn!(route = %record.route, source = %record.coordinates, kind = %record.kind,
                         reason = %record.reason, status = ?record.status, attempts = record.attempts,
                         destination = %self.dead_letter.describe(), "dead-lettered");
@@ -290,28 +291,39 @@ fn record_for(
 
 /// Routes messages from sources to app lanes.
 pub struct Dispatcher {
-    bridge: Arc<Bridge>,
+    routes: Vec<Arc<Route>>,
     lanes: HashMap<String, Arc<AppLane>>,
+    max_message_bytes: usize,
     ctx: Arc<DeliveryContext>,
 }
 
 impl Dispatcher {
-    pub fn new(bridge: Arc<Bridge>, ctx: Arc<DeliveryContext>) -> Self {
-        let lanes = bridge
-            .apps
+    /// One lane per app (with its rate limit, if any) for `routes`.
+    pub fn new(
+        routes: Vec<Arc<Route>>,
+        apps: &BTreeMap<String, App>,
+        rate_limits: &BTreeMap<String, RateLimitConfig>,
+        delivery: &DeliveryConfig,
+        ctx: Arc<DeliveryContext>,
+    ) -> Self {
+        let lanes = apps
             .values()
-            .map(|app: &App| {
-                (
-                    app.name.clone(),
-                    Arc::new(AppLane::new(
-                        app.clone(),
-                        bridge.delivery.ordering,
-                        &ctx.metrics,
-                    )),
-                )
+            .map(|app| {
+                let lane = AppLane::new(
+                    app.clone(),
+                    rate_limits.get(&app.name).copied(),
+                    delivery.ordering,
+                    &ctx.metrics,
+                );
+                (app.name.clone(), Arc::new(lane))
             })
             .collect();
-        Self { bridge, lanes, ctx }
+        Self {
+            routes,
+            lanes,
+            max_message_bytes: delivery.max_message_bytes,
+            ctx,
+        }
     }
 
     pub fn context(&self) -> &Arc<DeliveryContext> {
@@ -328,13 +340,13 @@ impl Submit for Dispatcher {
             .messages_received
             .with_label_values(&[&msg.source, msg.origin.channel()])
             .inc();
-        let routes: Vec<Arc<Route>> = self.bridge.routes_for(&msg).cloned().collect();
+        let routes: Vec<Arc<Route>> = routes_for(&self.routes, &msg).cloned().collect();
         if routes.is_empty() {
             metrics.skipped.with_label_values(&["", "no_route"]).inc();
             ack.finish(Final::Skipped);
             return;
         }
-        let parsed = parse_payload(&msg.payload, self.bridge.delivery.max_message_bytes);
+        let parsed = parse_payload(&msg.payload, self.max_message_bytes);
         let mapped: Vec<Mapped> = routes.iter().map(|r| r.map(&msg, &parsed)).collect();
         drop(parsed);
         let msg = Arc::new(msg);

@@ -5,7 +5,7 @@
 //! [`PreparedRequest`] is what both `run` sends and `render` prints, so they cannot disagree.
 
 use super::sign::{send_timestamp, signature_header};
-use crate::config::validate::App;
+use crate::orceum::app::App;
 use std::time::Duration;
 
 /// How much of an error response is kept for logs and dead letters.
@@ -297,7 +297,7 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::secret::AppSecret;
+    use crate::orceum::app::AppSecret;
 
     #[test]
     fn prepared_request_has_the_exact_header_set_and_signs_the_body() {
@@ -305,7 +305,6 @@ mod tests {
             name: "tasks".into(),
             app_id: "app_123".into(),
             secret: AppSecret::fixed("whs_test"),
-            rate_limit: None,
         };
         let req = prepare("https://api.orceum.com/v1/", &app, b"{\"a\":1}".to_vec());
         assert_eq!(req.url, "https://api.orceum.com/v1/apps/app_123/events");
@@ -370,7 +369,6 @@ mod tests {
             name: "tasks".into(),
             app_id: "app_123".into(),
             secret: AppSecret::fixed("whs_test"),
-            rate_limit: None,
         }
     }
 

@@ -95,8 +95,27 @@ pub fn normalise_timestamp(value: &Value) -> Result<String, String> {
         }
         other => Err(format!(
             "{} is not a timestamp; expected an RFC 3339 string or epoch seconds",
-            super::super::route::describe(other)
+            describe(other)
         )),
+    }
+}
+
+/// A short description of a JSON value's type, for error messages.
+pub fn describe(v: &Value) -> String {
+    let text = v.to_string();
+    let shown: String = text.chars().take(40).collect();
+    let kind = match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    if text.len() > shown.len() {
+        format!("{kind} ({shown}…)")
+    } else {
+        format!("{kind} ({shown})")
     }
 }
 

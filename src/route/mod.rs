@@ -5,10 +5,11 @@
 //! `render` and the tests, so what `render` shows is what `run` sends.
 
 mod shortcut;
+pub mod table;
 pub mod template;
 
 use crate::message::Message;
-use crate::orceum::event::{normalise_timestamp, OrceumEvent, Priority};
+use crate::orceum::event::{describe, normalise_timestamp, OrceumEvent, Priority};
 use serde_json::{Map, Value};
 use template::{json_to_val, parse_val, JqTemplate};
 
@@ -103,25 +104,6 @@ pub fn parse_payload(payload: &[u8], max_bytes: usize) -> Parsed {
             };
             Parsed::Invalid(Rejection::new(kind, format!("message is not JSON: {e}")))
         }
-    }
-}
-
-/// A short description of a JSON value's type, for error messages.
-pub fn describe(v: &Value) -> String {
-    let text = v.to_string();
-    let shown: String = text.chars().take(40).collect();
-    let kind = match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    };
-    if text.len() > shown.len() {
-        format!("{kind} ({shown}…)")
-    } else {
-        format!("{kind} ({shown})")
     }
 }
 

@@ -6,7 +6,7 @@
 
 use crate::common::*;
 use crate::harness::*;
-use orceum_bridge::orceum::sandbox::{Faults, SandboxHandle};
+use orceum_bridge::tools::sandbox::{Faults, SandboxHandle};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

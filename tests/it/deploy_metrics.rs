@@ -14,7 +14,7 @@
 //! must also pass `promtool check metrics`.
 
 use crate::harness::*;
-use orceum_bridge::orceum::sandbox::Faults;
+use orceum_bridge::tools::sandbox::Faults;
 use prometheus::core::Collector;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};

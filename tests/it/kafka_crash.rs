@@ -4,7 +4,7 @@
 
 use crate::common::*;
 use crate::harness::*;
-use orceum_bridge::orceum::sandbox::Faults;
+use orceum_bridge::tools::sandbox::Faults;
 use std::process::Command;
 use std::time::Duration;
 

@@ -4,12 +4,12 @@
 
 use crate::common::*;
 use crate::harness::*;
-use orceum_bridge::orceum::sandbox::Faults;
+use orceum_bridge::tools::sandbox::Faults;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 /// Asserts that the sandbox accepted each installation's events in increasing `seq` order.
-fn assert_per_installation_order(sandbox: &orceum_bridge::orceum::sandbox::SandboxHandle) {
+fn assert_per_installation_order(sandbox: &orceum_bridge::tools::sandbox::SandboxHandle) {
     let mut last: BTreeMap<String, i64> = BTreeMap::new();
     for e in sandbox.events() {
         let inst = e.event["installation_id"].as_str().unwrap().to_string();

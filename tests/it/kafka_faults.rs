@@ -3,7 +3,7 @@
 //! not delivered; nothing crashes; readiness says what is going on.
 
 use crate::harness::*;
-use orceum_bridge::orceum::sandbox::Faults;
+use orceum_bridge::tools::sandbox::Faults;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};

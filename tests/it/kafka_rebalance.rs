@@ -7,12 +7,12 @@
 
 use crate::common::*;
 use crate::harness::*;
-use orceum_bridge::orceum::sandbox::Faults;
+use orceum_bridge::tools::sandbox::Faults;
 use std::time::Duration;
 
 /// Unique deliveries per partition, to tell which member stalled if one does.
 fn per_partition(
-    sandbox: &orceum_bridge::orceum::sandbox::SandboxHandle,
+    sandbox: &orceum_bridge::tools::sandbox::SandboxHandle,
 ) -> std::collections::BTreeMap<String, usize> {
     let mut m = std::collections::BTreeMap::new();
     for source in seen(sandbox).per_source.keys() {

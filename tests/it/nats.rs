@@ -6,7 +6,7 @@
 use crate::common::*;
 use crate::harness::*;
 use async_nats::jetstream::{self, stream};
-use orceum_bridge::orceum::sandbox::Faults;
+use orceum_bridge::tools::sandbox::Faults;
 use std::collections::HashSet;
 use std::process::Command;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! check lives beside it (`src/commit/offsets.rs`). A smoke run is part of `scripts/test`;
 //! run longer with `PROPTEST_CASES=100000 cargo test --release --test it properties::`.
 
-use orceum_bridge::config::validate::load_str;
+use orceum_bridge::build::load_str;
 use orceum_bridge::message::{Message, Origin};
 use orceum_bridge::orceum::event::OrceumEvent;
 use orceum_bridge::route::{parse_payload, Mapped};
@@ -180,8 +180,8 @@ fn follows_the_spec(body: &[u8]) -> bool {
 /// compact, well-typed event, 422 otherwise — never a 5xx.
 #[tokio::test]
 async fn the_sandbox_verdict_matches_the_contract_for_arbitrary_bodies() {
-    use orceum_bridge::orceum::sandbox::{self, SandboxConfig};
     use orceum_bridge::orceum::sign::signature_header;
+    use orceum_bridge::tools::sandbox::{self, SandboxConfig};
     use proptest::strategy::ValueTree;
     use proptest::test_runner::TestRunner;
 

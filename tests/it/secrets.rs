@@ -2,7 +2,7 @@
 //! output, `check` errors.
 
 use crate::harness::*;
-use orceum_bridge::orceum::sandbox::Faults;
+use orceum_bridge::tools::sandbox::Faults;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;

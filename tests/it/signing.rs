@@ -1,11 +1,11 @@
 //! The request on the wire: signature checked against an independent implementation (openssl),
 //! the exact header set and body bytes for a fixed event, and the sandbox's verdict on it.
 
-use orceum_bridge::config::secret::AppSecret;
-use orceum_bridge::config::validate::App;
+use orceum_bridge::orceum::app::App;
+use orceum_bridge::orceum::app::AppSecret;
 use orceum_bridge::orceum::client::{prepare, OrceumClient};
 use orceum_bridge::orceum::event::{OrceumEvent, Priority};
-use orceum_bridge::orceum::sandbox::{self, SandboxConfig};
+use orceum_bridge::tools::sandbox::{self, SandboxConfig};
 use serde_json::json;
 use std::collections::HashMap;
 use std::io::Write;
@@ -32,7 +32,6 @@ fn app() -> App {
         name: "tasks".into(),
         app_id: "app_123".into(),
         secret: AppSecret::fixed(SECRET),
-        rate_limit: None,
     }
 }
 

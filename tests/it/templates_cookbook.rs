@@ -174,7 +174,7 @@ fn app_secrets(cb: &Cookbook) -> BTreeMap<String, String> {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     };
-    let bridge = orceum_bridge::config::validate::load_str(&text, "cookbook.yaml", env)
+    let bridge = orceum_bridge::build::load_str(&text, "cookbook.yaml", env)
         .unwrap_or_else(|e| panic!("{e}"));
     bridge
         .apps

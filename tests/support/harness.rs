@@ -1,9 +1,9 @@
 //! Test harness for running the real bridge against the sandbox: configs, an in-process
 //! bridge, a bridge child process (for SIGKILL tests), and counting what the sandbox saw.
 
-use orceum_bridge::config::validate::{load_str, Bridge};
-use orceum_bridge::orceum::sandbox::{self, Faults, SandboxConfig, SandboxHandle};
+use orceum_bridge::build::{load_str, Bridge};
 use orceum_bridge::telemetry::metrics::Metrics;
+use orceum_bridge::tools::sandbox::{self, Faults, SandboxConfig, SandboxHandle};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

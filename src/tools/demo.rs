@@ -5,9 +5,9 @@
 //! realistic domain events — tasks, payments, exports, and a couple of poison messages. The
 //! real [`crate::run`] drains them; the demo prints live progress and a summary.
 
-use crate::config::validate::load_str;
-use crate::orceum::sandbox::{self, Faults, SandboxConfig};
+use crate::build::load_str;
 use crate::telemetry::metrics::Metrics;
+use crate::tools::sandbox::{self, Faults, SandboxConfig};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-const CONFIG: &str = include_str!("../examples/demo.yaml");
+const CONFIG: &str = include_str!("../../examples/demo.yaml");
 const TASKS_SECRET: &str = "whs_demo_tasks_0123456789";
 const BILLING_SECRET: &str = "whs_demo_billing_0123456789";
 
@@ -116,7 +116,7 @@ async fn run_async(bootstrap: String, events: usize) -> anyhow::Result<bool> {
     let shutdown = CancellationToken::new();
     let running: Arc<Mutex<Option<RunningHandles>>> = Arc::default();
     let slot = running.clone();
-    let bridge_task = tokio::spawn(crate::run_with(bridge, shutdown.clone(), move |r| {
+    let bridge_task = tokio::spawn(crate::run::run_with(bridge, shutdown.clone(), move |r| {
         if let Ok(mut s) = slot.lock() {
             *s = Some((r.metrics.clone(), r.readiness.clone()));
         }

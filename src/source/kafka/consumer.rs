@@ -1,126 +1,37 @@
-//! The Kafka source: a consumer group member that commits only what is final.
-//!
-//! It runs on a dedicated thread with librdkafka's synchronous `BaseConsumer`: rebalance
-//! callbacks run inside `poll`, on this thread, so commits, pauses and revokes never race,
-//! and waiting for a revoked partition to drain blocks no async worker.
+//! The group member: a dedicated thread with librdkafka's synchronous `BaseConsumer`, so
+//! rebalance callbacks run inside `poll`, on this thread: commits, pauses and revokes never
+//! race, and waiting for a revoked partition to drain blocks no async worker.
 //!
 //! Guarantees:
 //! - the committed offset of a partition is the highest *contiguous* final offset + 1
-//!   ([`OffsetTracker`]); a later success never commits over an earlier message still retrying;
+//!   (the [`Book`]); a later success never commits over an earlier message still retrying;
 //! - a message counts against the in-flight bound from the moment it is read until its offset
 //!   is *committed*; at the bound nothing more is read, so memory is bounded and a crash
 //!   re-delivers at most `max_in_flight` messages. At the global bound the thread first waits
 //!   (up to [`PAUSE_AFTER`]) for work to finish and commits it, then pauses the partitions; at
-//!   a partition's own bound that partition pauses at once;
+//!   a partition's own bound that partition pauses at once ([`Book::flow`] decides, this
+//!   thread applies);
 //! - on revoke, the revoked partitions drain (up to `shutdown_timeout`), their final prefix is
 //!   committed while they are still owned, and acknowledgements that arrive later are ignored:
 //!   no commit is ever sent for a partition this member no longer owns;
 //! - on shutdown: fetching stops, in-flight work drains until the deadline, the final prefix is
 //!   committed, the member leaves the group.
 
-use crate::commit::offsets::OffsetTracker;
+use super::book::{Book, KafkaAck, Limits, PartitionBook, Tp};
+use super::{client_config, headers_of, KafkaSourceError};
 use crate::config::KafkaSourceConfig;
-use crate::message::{AckHandle, Acknowledge, Final, Message, Origin, Submit};
+use crate::message::{AckHandle, Message, Origin, Submit};
 use crate::telemetry::metrics::Metrics;
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers, Message as _};
+use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-/// Why the Kafka source could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum KafkaSourceError {
-    #[error("sources.{source_name}.kafka: cannot create the consumer: {reason}; check bootstrap_servers and properties")]
-    Create { source_name: String, reason: String },
-    #[error("sources.{source_name}.kafka: cannot subscribe to {topics:?}: {reason}")]
-    Subscribe {
-        source_name: String,
-        topics: Vec<String>,
-        reason: String,
-    },
-    #[error("sources.{source_name}.kafka.properties.{key}: {reason}")]
-    Property {
-        source_name: String,
-        key: String,
-        reason: String,
-    },
-}
-
-/// The bridge's consumer defaults; any `properties:` entry overrides them.
-///
-/// `queued.max.messages.kbytes` is lowered from librdkafka's 64 MB per partition: with a big
-/// lag, prefetch alone would blow the memory budget (Vector #20939). The in-flight bound, not
-/// prefetch, is what keeps pushes busy.
-pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
-    ("enable.auto.commit", "false"),
-    ("enable.auto.offset.store", "false"),
-    ("auto.offset.reset", "earliest"),
-    ("queued.max.messages.kbytes", "4096"),
-    ("fetch.max.bytes", "8388608"),
-    ("session.timeout.ms", "45000"),
-    ("client.id", "orceum-bridge"),
-    // Feeds orceum_bridge_kafka_consumer_lag.
-    ("statistics.interval.ms", "5000"),
-];
-
-/// The `properties:` map as librdkafka strings; nested values are refused.
-pub fn properties(
-    source_name: &str,
-    cfg: &KafkaSourceConfig,
-) -> Result<Vec<(String, String)>, KafkaSourceError> {
-    cfg.properties
-        .iter()
-        .map(|(k, v)| {
-            let s = match v {
-                yaml_serde::Value::String(s) => s.clone(),
-                yaml_serde::Value::Bool(b) => b.to_string(),
-                yaml_serde::Value::Number(n) => n.to_string(),
-                _ => {
-                    return Err(KafkaSourceError::Property {
-                        source_name: source_name.to_string(),
-                        key: k.clone(),
-                        reason: "must be a string, number or boolean".into(),
-                    })
-                }
-            };
-            Ok((k.clone(), s))
-        })
-        .collect()
-}
-
-/// Checks the `properties:` map the way librdkafka will: value types and property names.
-/// Creating a client connects to nothing, so `check` can do this offline.
-pub fn check_properties(source_name: &str, cfg: &KafkaSourceConfig) -> Result<(), String> {
-    let props = properties(source_name, cfg).map_err(|e| e.to_string())?;
-    let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", &cfg.bootstrap_servers);
-    client.set("group.id", &cfg.group_id);
-    for (k, v) in &props {
-        client.set(k, v);
-    }
-    client.set_log_level(RDKafkaLogLevel::Emerg);
-    client
-        .create::<BaseConsumer>()
-        .map(|_| ())
-        .map_err(|e| format!("librdkafka refuses them: {e}"))
-}
-
-/// A Kafka message's headers as owned `(name, value)` pairs.
-pub fn headers_of(m: &impl rdkafka::message::Message) -> Vec<(String, Option<Vec<u8>>)> {
-    m.headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// How long the consumer waits at the global in-flight bound for work to finish before it
 /// pauses the partitions ([`KafkaSource::wait_for_room`]).
@@ -128,97 +39,6 @@ const PAUSE_AFTER: Duration = Duration::from_millis(500);
 
 /// The shortest gap between two commits made to relieve pressure (half the bound reached).
 const MIN_COMMIT_GAP: Duration = Duration::from_millis(10);
-
-/// Limits that decide when partitions pause.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_in_flight: usize,
-    pub max_in_flight_per_partition: usize,
-    pub commit_interval: Duration,
-    pub drain_timeout: Duration,
-}
-
-type Tp = (Arc<str>, i32);
-
-struct PartitionState {
-    tracker: OffsetTracker,
-    /// Which assignment this state belongs to: acknowledgements from an older one are ignored.
-    epoch: u64,
-    paused: bool,
-}
-
-#[derive(Default)]
-struct Book {
-    parts: HashMap<Tp, PartitionState>,
-    next_epoch: u64,
-    /// Acknowledgements so far: what the consumer thread waits on to change.
-    acks: u64,
-}
-
-impl Book {
-    fn uncommitted(&self) -> usize {
-        self.parts.values().map(|p| p.tracker.uncommitted()).sum()
-    }
-    fn unfinished(&self) -> usize {
-        self.parts.values().map(|p| p.tracker.unfinished()).sum()
-    }
-}
-
-/// The partitions this member owns and what is in flight on each.
-#[derive(Default)]
-struct PartitionBook {
-    book: Mutex<Book>,
-    /// Signalled by acknowledgements while the consumer thread waits for room.
-    acked: Condvar,
-    /// Whether the consumer thread waits on `acked` (so acknowledgements skip the wake-up
-    /// system call the rest of the time).
-    waiting: AtomicBool,
-}
-
-impl PartitionBook {
-    fn lock(&self) -> MutexGuard<'_, Book> {
-        match self.book.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
-    /// Blocks until an acknowledgement after the `seen`-th arrives, or `timeout` passes.
-    /// `waiting` is set under the lock, so an acknowledgement either counted before the check
-    /// (no wait) or sees the flag and wakes this thread: none is missed.
-    fn wait_for_ack(&self, seen: u64, timeout: Duration) {
-        let guard = self.lock();
-        self.waiting.store(true, Ordering::SeqCst);
-        let _ = self
-            .acked
-            .wait_timeout_while(guard, timeout, |b| b.acks == seen);
-        self.waiting.store(false, Ordering::SeqCst);
-    }
-}
-
-/// The acknowledgement of one Kafka message: marks its offset final in the tracker.
-struct KafkaAck {
-    book: Arc<PartitionBook>,
-    tp: Tp,
-    offset: i64,
-    epoch: u64,
-}
-
-impl Acknowledge for KafkaAck {
-    fn finish(self: Box<Self>, _outcome: Final) {
-        let mut book = self.book.lock();
-        if let Some(p) = book.parts.get_mut(&self.tp) {
-            if p.epoch == self.epoch {
-                p.tracker.finish(self.offset);
-            }
-        }
-        book.acks += 1;
-        drop(book);
-        if self.book.waiting.load(Ordering::SeqCst) {
-            self.book.acked.notify_one();
-        }
-    }
-}
 
 struct Ctx {
     source_name: Arc<str>,
@@ -296,16 +116,7 @@ impl ConsumerContext for Ctx {
             Rebalance::Assign(tpl) => {
                 let mut book = self.book.lock();
                 for e in tpl.elements() {
-                    book.next_epoch += 1;
-                    let epoch = book.next_epoch;
-                    book.parts.insert(
-                        (Arc::from(e.topic()), e.partition()),
-                        PartitionState {
-                            tracker: OffsetTracker::new(),
-                            epoch,
-                            paused: false,
-                        },
-                    );
+                    book.assign((Arc::from(e.topic()), e.partition()));
                 }
                 self.metrics
                     .assigned_partitions
@@ -375,26 +186,14 @@ impl Ctx {
 /// Commits the final prefix of every owned partition (or only of `only`), synchronously.
 /// False if the commit failed (it is retried with the next one).
 fn commit_final(ctx: &Ctx, consumer: &BaseConsumer<Ctx>, only: Option<&[Tp]>) -> bool {
-    let mut tpl = TopicPartitionList::new();
-    let mut offsets = Vec::new();
-    {
-        let book = ctx.book.lock();
-        for (tp, p) in &book.parts {
-            if only.is_some_and(|o| !o.contains(tp)) {
-                continue;
-            }
-            if let Some(off) = p.tracker.committable() {
-                if tpl
-                    .add_partition_offset(&tp.0, tp.1, Offset::Offset(off))
-                    .is_ok()
-                {
-                    offsets.push((tp.clone(), off));
-                }
-            }
-        }
-    }
+    let offsets = ctx.book.lock().committable(only);
     if offsets.is_empty() {
         return true;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (tp, off) in &offsets {
+        // Only fails for an invalid partition, which the book cannot hold.
+        let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(*off));
     }
     let started = Instant::now();
     match consumer.commit(&tpl, CommitMode::Sync) {
@@ -403,14 +202,12 @@ fn commit_final(ctx: &Ctx, consumer: &BaseConsumer<Ctx>, only: Option<&[Tp]>) ->
                 .last_commit_latency
                 .observe(started.elapsed().as_secs_f64());
             let mut book = ctx.book.lock();
-            for (tp, off) in offsets {
-                if let Some(p) = book.parts.get_mut(&tp) {
-                    p.tracker.committed(off);
-                }
+            book.committed(&offsets);
+            for (tp, off) in &offsets {
                 ctx.metrics
                     .committed_offset
                     .with_label_values(&[tp.0.as_ref(), tp.1.to_string().as_str()])
-                    .set(off);
+                    .set(*off);
             }
             ctx.metrics.uncommitted.set(book.uncommitted() as i64);
             true
@@ -426,37 +223,30 @@ fn commit_final(ctx: &Ctx, consumer: &BaseConsumer<Ctx>, only: Option<&[Tp]>) ->
     }
 }
 
-/// Pauses partitions at their bound (or all at the global bound) and resumes the others.
+/// Applies [`Book::flow`]: pauses partitions at their bound (or all at the global bound) and
+/// resumes the others.
 fn apply_flow_control(ctx: &Ctx, consumer: &BaseConsumer<Ctx>) {
-    let mut pause = TopicPartitionList::new();
-    let mut resume = TopicPartitionList::new();
-    {
-        let mut book = ctx.book.lock();
-        let global_full = book.uncommitted() >= ctx.limits.max_in_flight;
-        for (tp, p) in book.parts.iter_mut() {
-            let full =
-                global_full || p.tracker.uncommitted() >= ctx.limits.max_in_flight_per_partition;
-            if full && !p.paused {
-                let _ = pause.add_partition(&tp.0, tp.1);
-                p.paused = true;
-            } else if !full && p.paused {
-                let _ = resume.add_partition(&tp.0, tp.1);
-                p.paused = false;
-            }
+    let flow = ctx.book.lock().flow(&ctx.limits);
+    if flow.pause.is_empty() && flow.resume.is_empty() {
+        return;
+    }
+    let list = |tps: &[Tp]| {
+        let mut tpl = TopicPartitionList::new();
+        for tp in tps {
+            tpl.add_partition(&tp.0, tp.1);
         }
-    }
+        tpl
+    };
+    tracing::debug!(source = %ctx.source_name, paused = flow.pause.len(), resumed = flow.resume.len(),
+        uncommitted = ctx.book.lock().uncommitted(), "in-flight bound: partitions paused/resumed");
     // Pause/resume only fail for partitions not assigned, which the book does not hold.
-    if pause.count() + resume.count() > 0 {
-        tracing::debug!(source = %ctx.source_name, paused = pause.count(), resumed = resume.count(),
-            uncommitted = ctx.book.lock().uncommitted(), "in-flight bound: partitions paused/resumed");
-    }
-    if pause.count() > 0 {
-        if let Err(e) = consumer.pause(&pause) {
+    if !flow.pause.is_empty() {
+        if let Err(e) = consumer.pause(&list(&flow.pause)) {
             tracing::debug!(source = %ctx.source_name, error = %e, "pause failed");
         }
     }
-    if resume.count() > 0 {
-        if let Err(e) = consumer.resume(&resume) {
+    if !flow.resume.is_empty() {
+        if let Err(e) = consumer.resume(&list(&flow.resume)) {
             tracing::debug!(source = %ctx.source_name, error = %e, "resume failed");
         }
     }
@@ -493,28 +283,6 @@ impl KafkaSource {
         }
     }
 
-    fn client_config(&self) -> Result<ClientConfig, KafkaSourceError> {
-        let mut cfg = ClientConfig::new();
-        for (k, v) in CONSUMER_DEFAULTS {
-            cfg.set(*k, *v);
-        }
-        for (k, v) in properties(&self.name, &self.config)? {
-            cfg.set(k, v);
-        }
-        cfg.set("bootstrap.servers", &self.config.bootstrap_servers)
-            .set("group.id", &self.config.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false");
-        // librdkafka's `debug` contexts log at debug level: keep them when asked for.
-        let level = if cfg.get("debug").is_some() {
-            RDKafkaLogLevel::Debug
-        } else {
-            RDKafkaLogLevel::Warning
-        };
-        cfg.set_log_level(level);
-        Ok(cfg)
-    }
-
     fn run(self) -> Result<(), KafkaSourceError> {
         let ctx = Ctx {
             source_name: self.name.clone(),
@@ -525,13 +293,12 @@ impl KafkaSource {
             metrics: self.metrics.clone(),
         };
         let book = ctx.book.clone();
-        let consumer: BaseConsumer<Ctx> =
-            self.client_config()?
-                .create_with_context(ctx)
-                .map_err(|e| KafkaSourceError::Create {
-                    source_name: self.name.to_string(),
-                    reason: e.to_string(),
-                })?;
+        let consumer: BaseConsumer<Ctx> = client_config::consumer(&self.name, &self.config)?
+            .create_with_context(ctx)
+            .map_err(|e| KafkaSourceError::Create {
+                source_name: self.name.to_string(),
+                reason: e.to_string(),
+            })?;
 
         self.wait_for_brokers(&consumer);
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
@@ -548,7 +315,7 @@ impl KafkaSource {
         let mut last_commit = Instant::now();
         let mut last_error_log: Option<Instant> = None;
         while !self.stop.is_cancelled() {
-            let any_paused = book.lock().parts.values().any(|p| p.paused);
+            let any_paused = book.lock().any_paused();
             let timeout = if any_paused {
                 Duration::from_millis(5)
             } else {
@@ -564,12 +331,8 @@ impl KafkaSource {
             }
             let pressure = {
                 let b = book.lock();
-                let uncommitted = b.uncommitted();
-                self.metrics.uncommitted.set(uncommitted as i64);
-                uncommitted * 2 >= self.limits.max_in_flight
-                    || b.parts.values().any(|p| {
-                        p.tracker.uncommitted() * 2 >= self.limits.max_in_flight_per_partition
-                    })
+                self.metrics.uncommitted.set(b.uncommitted() as i64);
+                b.under_pressure(&self.limits)
             };
             // Under pressure, commit often enough to make room, but not after every message:
             // each commit is a broker round trip on this thread.
@@ -598,7 +361,7 @@ impl KafkaSource {
         let full = |b: &Book| b.uncommitted() >= self.limits.max_in_flight;
         {
             let b = book.lock();
-            if !full(&b) || b.parts.values().any(|p| p.paused) {
+            if !full(&b) || b.any_paused() {
                 return false;
             }
         }
@@ -688,14 +451,9 @@ impl KafkaSource {
         };
         let tp = (topic.clone(), m.partition());
         let offset = m.offset();
-        let epoch = {
-            let mut b = book.lock();
-            let Some(p) = b.parts.get_mut(&tp) else {
-                // Fetched before a revoke completed: not ours to process or commit.
-                return;
-            };
-            p.tracker.track(offset);
-            p.epoch
+        let Some(epoch) = book.lock().track(&tp, offset) else {
+            // Fetched before a revoke completed: not ours to process or commit.
+            return;
         };
         let headers = headers_of(m);
         let timestamp = m

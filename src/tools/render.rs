@@ -2,7 +2,7 @@
 //! uses — the request (secret redacted, signature shown), or why it would be skipped or
 //! dead-lettered.
 
-use crate::config::validate::Bridge;
+use crate::build::Bridge;
 use crate::message::{Message, Origin};
 use crate::orceum::client::{prepare, PreparedRequest};
 use crate::route::{parse_payload, Mapped};

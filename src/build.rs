@@ -1,54 +1,27 @@
-//! From config text to a [`Bridge`]: parse, then check everything serde cannot, collecting every
-//! error with its path so `check` prints them all at once.
+//! Parsed config → the running [`Bridge`]: everything serde cannot check (references between
+//! sections, secrets, templates, each bus's own settings), one function per section, every
+//! error collected with its path so `check` prints them all at once.
+//!
+//! This is where the stages meet the contract: `config` knows nothing of the engine, and each
+//! bus checks its own settings (`source::kafka::check_config`, `source::nats::check_config`).
 
-use super::secret::AppSecret;
-use super::*;
+use crate::config::secret::{self, SecretError};
+use crate::config::*;
+use crate::orceum::app::{App, AppSecret, Reload};
 use crate::route::template::JqTemplate;
 use crate::route::{EventTemplate, Route};
+use crate::source;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-
-/// Every error found in one config, in file order.
-#[derive(Debug)]
-pub struct ConfigErrors {
-    pub file: String,
-    pub errors: Vec<ConfigError>,
-}
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "{}: {} error{} in the configuration:",
-            self.file,
-            self.errors.len(),
-            if self.errors.len() == 1 { "" } else { "s" }
-        )?;
-        for e in &self.errors {
-            writeln!(f, "  {e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
-/// One app, ready to push to.
-#[derive(Debug, Clone)]
-pub struct App {
-    pub name: String,
-    pub app_id: String,
-    pub secret: AppSecret,
-    pub rate_limit: Option<RateLimitConfig>,
-}
 
 /// A validated configuration: the form the engine is built from.
 #[derive(Debug)]
 pub struct Bridge {
     pub orceum: OrceumConfig,
     pub apps: BTreeMap<String, App>,
+    /// Each app's `rate_limit`, by app name (absent: unlimited).
+    pub rate_limits: BTreeMap<String, RateLimitConfig>,
     pub sources: BTreeMap<String, SourceConfig>,
     pub routes: Vec<Arc<Route>>,
     pub delivery: DeliveryConfig,
@@ -76,18 +49,6 @@ impl Bridge {
             }
         )
     }
-
-    /// The routes a message goes through: the route whose subscription received it (NATS),
-    /// or every route reading its topic from its source (Kafka).
-    pub fn routes_for<'a>(
-        &'a self,
-        msg: &'a crate::message::Message,
-    ) -> impl Iterator<Item = &'a Arc<Route>> + 'a {
-        self.routes.iter().filter(move |r| match &msg.route {
-            Some(name) => r.name == **name,
-            None => r.source == *msg.source && r.topics.iter().any(|t| t == msg.origin.channel()),
-        })
-    }
 }
 
 /// Reads, interpolates, parses and validates a config file.
@@ -110,25 +71,7 @@ pub fn load_str(
         file: file.to_string(),
         errors,
     };
-    // A missing variable is reported, then parsing goes on so later errors show up too.
-    let (text, mut errors) = interpolate::interpolate(text, &env);
-    let de = yaml_serde::Deserializer::from_str(&text);
-    let parsed: ConfigFile = match serde_path_to_error::deserialize(de) {
-        Ok(c) => c,
-        Err(e) => {
-            let path = e.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            let mut message = e.into_inner().to_string();
-            // yaml_serde prefixes its message with (part of) the path; keep the path once.
-            if let Some((head, rest)) = message.split_once(": ") {
-                if !head.is_empty() && path.starts_with(head) {
-                    message = rest.to_string();
-                }
-            }
-            errors.push(ConfigError::new(path, message));
-            return Err(fail(errors));
-        }
-    };
+    let (parsed, mut errors) = parse(text, &env).map_err(fail)?;
     match validate_with(parsed, &env) {
         Ok(bridge) if errors.is_empty() => Ok(bridge),
         Ok(_) => Err(fail(errors)),
@@ -160,9 +103,36 @@ pub fn validate_with(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Bridge, Vec<ConfigError>> {
     let mut errors = Vec::new();
+    orceum(&file.orceum, &mut errors);
+    let apps = apps(&file, env, &mut errors);
+    sources(&file, env, &mut errors);
+    let routes = routes(&file, &mut errors);
+    delivery(&file, &mut errors);
+    dead_letter(&file, &mut errors);
+    observability(&file, &mut errors);
+    if errors.is_empty() {
+        Ok(Bridge {
+            orceum: file.orceum,
+            rate_limits: file
+                .apps
+                .iter()
+                .filter_map(|(name, a)| a.rate_limit.map(|rl| (name.clone(), rl)))
+                .collect(),
+            apps,
+            sources: file.sources,
+            routes,
+            delivery: file.delivery,
+            observability: file.observability,
+        })
+    } else {
+        Err(errors)
+    }
+}
 
-    check_base_url(&file.orceum, &mut errors);
-    if let Some(ca) = &file.orceum.ca_file {
+/// `orceum:`: the base URL (https, or http to loopback), the CA file, the timeout.
+fn orceum(o: &OrceumConfig, errors: &mut Vec<ConfigError>) {
+    check_base_url(o, errors);
+    if let Some(ca) = &o.ca_file {
         match std::fs::read(ca) {
             Ok(pem) => {
                 if reqwest::Certificate::from_pem_bundle(&pem).map_or(true, |c| c.is_empty()) {
@@ -178,10 +148,17 @@ pub fn validate_with(
             )),
         }
     }
-    if file.orceum.timeout.is_zero() {
+    if o.timeout.is_zero() {
         errors.push(ConfigError::new("orceum.timeout", "must be more than 0"));
     }
+}
 
+/// `apps:`: ids, rate limits, and each secret resolved now.
+fn apps(
+    file: &ConfigFile,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<String, App> {
     let mut apps = BTreeMap::new();
     if file.apps.is_empty() {
         errors.push(ConfigError::new("apps", "at least one app is needed"));
@@ -208,7 +185,7 @@ pub fn validate_with(
                 ));
             }
         }
-        match AppSecret::resolve_with(&app.secret, env) {
+        match app_secret(&app.secret, env) {
             Ok(secret) => {
                 apps.insert(
                     name.clone(),
@@ -216,112 +193,50 @@ pub fn validate_with(
                         name: name.clone(),
                         app_id: app.app_id.clone(),
                         secret,
-                        rate_limit: app.rate_limit,
                     },
                 );
             }
-            Err(e) => errors.push(ConfigError::new(format!("{path}.secret"), e.to_string())),
+            Err(e) => errors.push(ConfigError::new(format!("{path}.secret"), e)),
         }
     }
+    apps
+}
 
+/// An app's webhook secret: read from its variable or file, `whs_`-checked; a file secret is
+/// re-read on change.
+fn app_secret(
+    source: &SecretSource,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<AppSecret, String> {
+    let value = secret::read_plain(source, env).map_err(|e| e.to_string())?;
+    let checked = match source {
+        SecretSource::Env(_) => AppSecret::new(value, &secret::origin(source)),
+        SecretSource::File(path) => {
+            let again = source.clone();
+            let reload: Reload = Arc::new(move || {
+                secret::read_plain(&again, &|_| None).map_err(|e: SecretError| e.to_string())
+            });
+            AppSecret::rotating(value, path.clone(), reload)
+        }
+    };
+    checked.map_err(|e| e.to_string())
+}
+
+/// `sources:`: at least one; each bus checks its own settings.
+fn sources(file: &ConfigFile, env: &dyn Fn(&str) -> Option<String>, errors: &mut Vec<ConfigError>) {
     if file.sources.is_empty() {
         errors.push(ConfigError::new("sources", "at least one source is needed"));
     }
     for (name, source) in &file.sources {
         match source {
-            SourceConfig::Kafka(k) => {
-                if k.bootstrap_servers.trim().is_empty() {
-                    errors.push(ConfigError::new(
-                        format!("sources.{name}.kafka.bootstrap_servers"),
-                        "must name at least one broker (host:port)",
-                    ));
-                }
-                if k.group_id.trim().is_empty() {
-                    errors.push(ConfigError::new(
-                        format!("sources.{name}.kafka.group_id"),
-                        "must not be empty",
-                    ));
-                }
-                match crate::source::kafka::check_properties(name, k) {
-                    Ok(()) => {}
-                    Err(e) => errors.push(ConfigError::new(
-                        format!("sources.{name}.kafka.properties"),
-                        e,
-                    )),
-                }
-                for key in k.properties.keys() {
-                    if matches!(
-                        key.as_str(),
-                        "enable.auto.commit"
-                            | "enable.auto.offset.store"
-                            | "group.id"
-                            | "bootstrap.servers"
-                    ) {
-                        errors.push(ConfigError::new(
-                            format!("sources.{name}.kafka.properties.{key}"),
-                            "is set by the bridge (auto-commit stays off for at-least-once; use group_id / bootstrap_servers)",
-                        ));
-                    }
-                }
-            }
-            SourceConfig::Nats(n) => {
-                let path = format!("sources.{name}.nats");
-                if n.url.trim().is_empty() {
-                    errors.push(ConfigError::new(
-                        format!("{path}.url"),
-                        "must name at least one server, e.g. nats://localhost:4222",
-                    ));
-                }
-                for (key, secret) in [("token", &n.token), ("password", &n.password)] {
-                    if let Some(secret) = secret {
-                        if let Err(e) = super::secret::read_plain(secret, env) {
-                            errors.push(ConfigError::new(format!("{path}.{key}"), e.to_string()));
-                        }
-                    }
-                }
-                if n.password.is_some() != n.user.is_some() {
-                    errors.push(ConfigError::new(
-                        format!("{path}.user"),
-                        "user and password go together",
-                    ));
-                }
-                for (key, file) in [
-                    ("credentials_file", &n.credentials_file),
-                    ("nkey_seed_file", &n.nkey_seed_file),
-                    (
-                        "tls.ca_file",
-                        &n.tls.as_ref().and_then(|t| t.ca_file.clone()),
-                    ),
-                    (
-                        "tls.cert_file",
-                        &n.tls.as_ref().and_then(|t| t.cert_file.clone()),
-                    ),
-                    (
-                        "tls.key_file",
-                        &n.tls.as_ref().and_then(|t| t.key_file.clone()),
-                    ),
-                ] {
-                    if let Some(f) = file {
-                        if !f.is_file() {
-                            errors.push(ConfigError::new(
-                                format!("{path}.{key}"),
-                                format!("{} is not a readable file", f.display()),
-                            ));
-                        }
-                    }
-                }
-                if let Some(t) = &n.tls {
-                    if t.cert_file.is_some() != t.key_file.is_some() {
-                        errors.push(ConfigError::new(
-                            format!("{path}.tls"),
-                            "cert_file and key_file go together",
-                        ));
-                    }
-                }
-            }
+            SourceConfig::Kafka(k) => source::kafka::check_config(name, k, errors),
+            SourceConfig::Nats(n) => source::nats::check_config(name, n, env, errors),
         }
     }
+}
 
+/// `routes:`: names, references, what each bus needs of a route, and every template compiled.
+fn routes(file: &ConfigFile, errors: &mut Vec<ConfigError>) -> Vec<Arc<Route>> {
     let mut routes = Vec::new();
     let mut names = BTreeSet::new();
     if file.routes.is_empty() {
@@ -352,66 +267,8 @@ pub fn validate_with(
                     keys(&file.sources)
                 ),
             )),
-            Some(SourceConfig::Kafka(_)) => {
-                if r.subjects.is_some() || r.jetstream.is_some() {
-                    errors.push(ConfigError::new(
-                        format!("{path}.source"),
-                        "a kafka source takes `topics`, not `subjects`/`jetstream`",
-                    ));
-                }
-                match &r.topics {
-                    Some(t) if !t.is_empty() && t.iter().all(|t| !t.trim().is_empty()) => {}
-                    _ => errors.push(ConfigError::new(
-                        format!("{path}.topics"),
-                        "a kafka route needs a non-empty list of topics, e.g. topics: [tasks]",
-                    )),
-                }
-            }
-            Some(SourceConfig::Nats(_)) => {
-                if r.topics.is_some() {
-                    errors.push(ConfigError::new(
-                        format!("{path}.topics"),
-                        "a nats source takes `subjects` (core NATS) or `jetstream`, not `topics`",
-                    ));
-                }
-                match (&r.subjects, &r.jetstream) {
-                    (Some(subjects), None) => {
-                        if subjects.is_empty() {
-                            errors.push(ConfigError::new(format!("{path}.subjects"), "must list at least one subject, e.g. [\"orders.>\"]"));
-                        }
-                        for (j, subject) in subjects.iter().enumerate() {
-                            if let Err(e) = check_subject(subject, true) {
-                                errors.push(ConfigError::new(format!("{path}.subjects[{j}]"), e));
-                            }
-                        }
-                        if let Some(q) = &r.queue_group {
-                            if check_name(q).is_err() {
-                                errors.push(ConfigError::new(format!("{path}.queue_group"), format!("{q:?} must be a single token without spaces, '.', '*' or '>'")));
-                            }
-                        }
-                    }
-                    (None, Some(js)) => {
-                        if let Err(e) = check_name(&js.stream) {
-                            errors.push(ConfigError::new(format!("{path}.jetstream.stream"), e));
-                        }
-                        if let Err(e) = check_name(&js.durable) {
-                            errors.push(ConfigError::new(format!("{path}.jetstream.durable"), e));
-                        }
-                        if let Some(f) = &js.filter_subject {
-                            if let Err(e) = check_subject(f, true) {
-                                errors.push(ConfigError::new(format!("{path}.jetstream.filter_subject"), e));
-                            }
-                        }
-                        if r.queue_group.is_some() {
-                            errors.push(ConfigError::new(format!("{path}.queue_group"), "is for core NATS subjects; JetStream replicas share the durable consumer"));
-                        }
-                    }
-                    _ => errors.push(ConfigError::new(
-                        path.clone(),
-                        "a nats route needs exactly one of `subjects: [...]` (core NATS) or `jetstream: { stream, durable }`",
-                    )),
-                }
-            }
+            Some(SourceConfig::Kafka(_)) => source::kafka::check_route(&path, r, errors),
+            Some(SourceConfig::Nats(_)) => source::nats::check_route(&path, r, errors),
         }
         if !file.apps.contains_key(&r.app) {
             errors.push(ConfigError::new(
@@ -422,20 +279,16 @@ pub fn validate_with(
         let filter = r
             .filter
             .as_deref()
-            .and_then(|f| compile(&mut errors, format!("{path}.filter"), f));
+            .and_then(|f| compile(errors, format!("{path}.filter"), f));
         let e = &r.event;
         let ep = format!("{path}.event");
-        let installation_id = compile(
-            &mut errors,
-            format!("{ep}.installation_id"),
-            &e.installation_id,
-        );
-        let event_type = compile(&mut errors, format!("{ep}.event_type"), &e.event_type);
-        let event_data = compile(&mut errors, format!("{ep}.event_data"), &e.event_data);
+        let installation_id = compile(errors, format!("{ep}.installation_id"), &e.installation_id);
+        let event_type = compile(errors, format!("{ep}.event_type"), &e.event_type);
+        let event_data = compile(errors, format!("{ep}.event_data"), &e.event_data);
         let mut optional = |field: &str, code: &Option<String>| -> Result<Option<JqTemplate>, ()> {
             match code {
                 None => Ok(None),
-                Some(c) => compile(&mut errors, format!("{ep}.{field}"), c)
+                Some(c) => compile(errors, format!("{ep}.{field}"), c)
                     .map(Some)
                     .ok_or(()),
             }
@@ -480,7 +333,11 @@ pub fn validate_with(
             }));
         }
     }
+    routes
+}
 
+/// `delivery:`: bounds, backoff, intervals.
+fn delivery(file: &ConfigFile, errors: &mut Vec<ConfigError>) {
     let d = &file.delivery;
     if d.max_in_flight == 0 {
         errors.push(ConfigError::new(
@@ -512,6 +369,11 @@ pub fn validate_with(
             "must be more than 0",
         ));
     }
+}
+
+/// `delivery.dead_letter`: on a source of the right bus, never a topic a route reads.
+fn dead_letter(file: &ConfigFile, errors: &mut Vec<ConfigError>) {
+    let d = &file.delivery;
     match &d.dead_letter {
         Some(DeadLetterConfig::Kafka(k)) => {
             if !matches!(file.sources.get(&k.source), Some(SourceConfig::Kafka(_))) {
@@ -555,12 +417,16 @@ pub fn validate_with(
                     ),
                 ));
             }
-            if let Err(e) = check_subject(&n.subject, false) {
+            if let Err(e) = source::nats::check_subject(&n.subject, false) {
                 errors.push(ConfigError::new("delivery.dead_letter.nats.subject", e));
             }
         }
         None => {}
     }
+}
+
+/// `observability:`: the listen address.
+fn observability(file: &ConfigFile, errors: &mut Vec<ConfigError>) {
     if file
         .observability
         .listen
@@ -575,64 +441,9 @@ pub fn validate_with(
             ),
         ));
     }
-
-    if errors.is_empty() {
-        Ok(Bridge {
-            orceum: file.orceum,
-            apps,
-            sources: file.sources,
-            routes,
-            delivery: file.delivery,
-            observability: file.observability,
-        })
-    } else {
-        Err(errors)
-    }
 }
 
-/// A NATS subject: dot-separated non-empty tokens without spaces; `*` as a whole token and
-/// `>` as the last token only where wildcards are allowed.
-pub fn check_subject(subject: &str, wildcards: bool) -> Result<(), String> {
-    let tokens: Vec<&str> = subject.split('.').collect();
-    for (i, t) in tokens.iter().enumerate() {
-        if t.is_empty() {
-            return Err(format!(
-                "{subject:?} has an empty token; subjects look like orders.created or orders.>"
-            ));
-        }
-        if t.chars().any(char::is_whitespace) {
-            return Err(format!("{subject:?} contains whitespace"));
-        }
-        let wild = *t == "*" || *t == ">";
-        if wild && !wildcards {
-            return Err(format!("{subject:?}: wildcards are not allowed here"));
-        }
-        if *t == ">" && i != tokens.len() - 1 {
-            return Err(format!("{subject:?}: '>' must be the last token"));
-        }
-        if !wild && (t.contains('*') || t.contains('>')) {
-            return Err(format!("{subject:?}: '*' and '>' must be whole tokens"));
-        }
-    }
-    Ok(())
-}
-
-/// A stream, consumer or queue name: one token, no spaces, dots, wildcards or slashes.
-pub fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty()
-        || name
-            .chars()
-            .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
-    {
-        Err(format!(
-            "{name:?} must be non-empty, without spaces, '.', '*', '>', '/' or '\\'"
-        ))
-    } else {
-        Ok(())
-    }
-}
-
-fn keys<V>(map: &BTreeMap<String, V>) -> String {
+pub(crate) fn keys<V>(map: &BTreeMap<String, V>) -> String {
     if map.is_empty() {
         "none".into()
     } else {
@@ -736,18 +547,6 @@ delivery: { retry: { max_elapsed: none } }
         assert_eq!(errs.len(), 1);
         assert!(errs[0].path.starts_with("orceum"), "{errs:?}");
         assert!(errs[0].message.contains("timout"), "{errs:?}");
-    }
-
-    #[test]
-    fn nats_subjects_and_names_are_checked() {
-        assert!(check_subject("orders.>", true).is_ok());
-        assert!(check_subject("tasks.*.done", true).is_ok());
-        assert!(check_subject("orders.>.x", true).is_err());
-        assert!(check_subject("orders..x", true).is_err());
-        assert!(check_subject("orders.*", false).is_err());
-        assert!(check_subject("ord*ers", true).is_err());
-        assert!(check_name("TASKS").is_ok());
-        assert!(check_name("my.durable").is_err());
     }
 
     #[test]

@@ -44,8 +44,8 @@ use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::event::Priority;
-use super::sign;
+use crate::orceum::event::Priority;
+use crate::orceum::sign;
 
 const SECRET_HEADER: &str = "x-orceum-webhook-secret";
 const SIGNATURE_HEADER: &str = "x-hub-signature-256";

@@ -9,18 +9,16 @@
 //! message that first failed. Replay reads; it never deletes or commits anything on the
 //! dead-letter topic, and a record that fails again is reported, not re-dead-lettered.
 
-use crate::config::validate::Bridge;
+use crate::build::Bridge;
 use crate::config::SourceConfig;
-use crate::dead_letter::header;
+use crate::dead_letter::{header, Stored};
 use crate::dispatch::outcome::{classify, Outcome};
 use crate::dispatch::retry::Backoff;
 use crate::message::{Message, Origin};
 use crate::orceum::client::OrceumClient;
 use crate::route::{parse_payload, Mapped};
+use crate::source;
 use indicatif::{ProgressBar, ProgressStyle};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message as _;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -139,13 +137,13 @@ fn source_name(bridge: &Bridge, opts: &ReplayOptions, kafka: bool) -> Result<Str
     }
 }
 
-fn record_from(
-    at: String,
-    source: &str,
-    payload: Vec<u8>,
-    key: Option<Vec<u8>>,
-    headers: Vec<(String, Option<Vec<u8>>)>,
-) -> Record {
+fn record_from(stored: Stored, source: &str) -> Record {
+    let Stored {
+        at,
+        payload,
+        key,
+        headers,
+    } = stored;
     let get = |name: &str| {
         headers
             .iter()
@@ -179,161 +177,32 @@ fn record_from(
     }
 }
 
-fn read_kafka(
-    bridge: &Bridge,
-    opts: &ReplayOptions,
-    topic: &str,
-) -> Result<Vec<Record>, ReplayError> {
-    let name = source_name(bridge, opts, true)?;
-    let Some(SourceConfig::Kafka(k)) = bridge.sources.get(&name) else {
-        return Err(ReplayError::Source(name));
-    };
-    let mut cfg = ClientConfig::new();
-    for (key, v) in crate::source::kafka::properties(&name, k)
-        .map_err(|e| ReplayError::Source(e.to_string()))?
-    {
-        cfg.set(key, v);
-    }
-    cfg.set("bootstrap.servers", &k.bootstrap_servers)
-        .set("group.id", "orceum-bridge-replay")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false");
-    let consumer: BaseConsumer = cfg.create().map_err(|e| ReplayError::Read(e.to_string()))?;
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| ReplayError::Read(format!("topic {topic}: {e}")))?;
-    let partitions: Vec<i32> = md
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
-        return Err(ReplayError::Read(format!("topic {topic} does not exist")));
-    }
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = BTreeMap::new();
-    for p in &partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, *p, Duration::from_secs(10))
-            .map_err(|e| ReplayError::Read(format!("{topic}/{p}: {e}")))?;
-        let start = opts.start.unwrap_or(low).max(low);
-        let end = opts.end.map(|e| e + 1).unwrap_or(high).min(high);
-        if start < end || opts.end.is_none() {
-            let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(start));
-            ends.insert(*p, end);
-        }
-    }
-    consumer
-        .assign(&tpl)
-        .map_err(|e| ReplayError::Read(e.to_string()))?;
-    let mut records = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let mut last_seen = Instant::now();
-    // Read until every partition reached its end, or the topic has been quiet for 2 s: some
-    // Kafka-protocol brokers report a stale high watermark for batched writes, so without
-    // --end the watermark seen at start is not trusted as the end.
-    while Instant::now() < deadline {
-        let quiet = last_seen.elapsed() > Duration::from_secs(2);
-        if quiet && (opts.end.is_none() || ends.is_empty()) {
-            break;
-        }
-        if opts.end.is_some() && ends.is_empty() {
-            break;
-        }
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                last_seen = Instant::now();
-                if opts.end.is_some_and(|e| m.offset() > e) {
-                    ends.remove(&m.partition());
-                    continue;
-                }
-                let headers = crate::source::kafka::headers_of(&m);
-                records.push(record_from(
-                    format!("{topic}/{}@{}", m.partition(), m.offset()),
-                    &name,
-                    m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                    m.key().map(<[u8]>::to_vec),
-                    headers,
-                ));
-                if ends
-                    .get(&m.partition())
-                    .is_some_and(|end| m.offset() + 1 >= *end)
-                {
-                    ends.remove(&m.partition());
-                }
-            }
-            Some(Err(e)) => return Err(ReplayError::Read(e.to_string())),
-            None => {}
-        }
-    }
-    Ok(records)
-}
-
-async fn read_jetstream(
-    bridge: &Bridge,
-    opts: &ReplayOptions,
-    stream: &str,
-) -> Result<Vec<Record>, ReplayError> {
-    let name = source_name(bridge, opts, false)?;
-    let Some(SourceConfig::Nats(n)) = bridge.sources.get(&name) else {
-        return Err(ReplayError::Source(name));
-    };
-    let client = crate::source::nats::connect(&name, n, None)
-        .await
-        .map_err(|e| ReplayError::Read(e.to_string()))?;
-    let js = async_nats::jetstream::new(client);
-    let mut s = js
-        .get_stream(stream)
-        .await
-        .map_err(|e| ReplayError::Read(format!("stream {stream}: {e}")))?;
-    let state = s
-        .info()
-        .await
-        .map_err(|e| ReplayError::Read(e.to_string()))?
-        .state
-        .clone();
-    let first = opts
-        .start
-        .map(|v| v.max(0) as u64)
-        .unwrap_or(state.first_sequence)
-        .max(state.first_sequence);
-    let last = opts
-        .end
-        .map(|v| v.max(0) as u64)
-        .unwrap_or(state.last_sequence)
-        .min(state.last_sequence);
-    let mut records = Vec::new();
-    for seq in first..=last {
-        let Ok(m) = s.get_raw_message(seq).await else {
-            continue;
-        }; // deleted: skip
-        let mut headers = Vec::new();
-        for (k, vs) in m.headers.iter() {
-            for v in vs {
-                headers.push((k.to_string(), Some(v.as_str().as_bytes().to_vec())));
-            }
-        }
-        records.push(record_from(
-            format!("{stream}@{seq}"),
-            &name,
-            m.payload.to_vec(),
-            None,
-            headers,
-        ));
-    }
-    Ok(records)
-}
-
 /// Runs the replay; prints one line per record in dry-run mode, a progress bar otherwise.
 pub async fn replay(bridge: &Bridge, opts: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
-    let records = match &opts.from {
+    let stored = match &opts.from {
         ReplayFrom::Kafka { topic } => {
-            let (b, o, t) = (bridge, opts, topic.clone());
+            let name = source_name(bridge, opts, true)?;
+            let Some(SourceConfig::Kafka(k)) = bridge.sources.get(&name) else {
+                return Err(ReplayError::Source(name));
+            };
             // librdkafka's calls block: keep them off the async workers.
-            tokio::task::block_in_place(|| read_kafka(b, o, &t))?
+            let read = tokio::task::block_in_place(|| {
+                source::kafka::replay::read(&name, k, topic, opts.start, opts.end)
+            });
+            read.map(|r| (name.clone(), r))
         }
-        ReplayFrom::JetStream { stream } => read_jetstream(bridge, opts, stream).await?,
+        ReplayFrom::JetStream { stream } => {
+            let name = source_name(bridge, opts, false)?;
+            let Some(SourceConfig::Nats(n)) = bridge.sources.get(&name) else {
+                return Err(ReplayError::Source(name));
+            };
+            source::nats::replay::read(&name, n, stream, opts.start, opts.end)
+                .await
+                .map(|r| (name.clone(), r))
+        }
     };
+    let (name, stored) = stored.map_err(ReplayError::Read)?;
+    let records: Vec<Record> = stored.into_iter().map(|s| record_from(s, &name)).collect();
     let client = OrceumClient::with_ca(
         &bridge.orceum.base_url,
         bridge.orceum.timeout,

@@ -1,0 +1,176 @@
+//! An Orceum app as the client sees it: its id and its webhook secret, nothing else.
+//!
+//! [`AppSecret`] is the redacting, rotatable holder of a `whs_…` secret: it can be cloned and
+//! read by every request; a secret that came from a file is re-read when the file changes
+//! (Kubernetes rotates mounted Secrets in place), so rotation needs no restart. Nothing here
+//! implements `Display`, and `Debug` prints `[REDACTED]`. Where a secret comes from (`{env}`,
+//! `{file}`) is the config's business: this module is handed the value and, for files, a way
+//! to read it again.
+
+use secrecy::{ExposeSecret, SecretString};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+/// One app, ready to push to.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// The local name routes use (`apps.<name>`).
+    pub name: String,
+    pub app_id: String,
+    pub secret: AppSecret,
+}
+
+/// Reads the secret file again; the error says why it could not (never the secret).
+pub type Reload = Arc<dyn Fn() -> Result<SecretString, String> + Send + Sync>;
+
+/// Why a secret cannot be used. Never contains the secret itself.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("{origin} does not start with whs_; Orceum webhook secrets look like whs_…")]
+    Prefix { origin: String },
+    #[error("{0}")]
+    Reload(String),
+}
+
+/// A webhook secret that can be rotated while the bridge runs.
+#[derive(Clone)]
+pub struct AppSecret {
+    file: Option<(PathBuf, Reload)>,
+    current: Arc<RwLock<(SecretString, Option<SystemTime>)>>,
+}
+
+impl fmt::Debug for AppSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AppSecret([REDACTED])")
+    }
+}
+
+fn checked(value: SecretString, origin: &str) -> Result<SecretString, SecretError> {
+    if value.expose_secret().starts_with("whs_") {
+        Ok(value)
+    } else {
+        Err(SecretError::Prefix {
+            origin: origin.to_string(),
+        })
+    }
+}
+
+fn modified(path: &PathBuf) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl AppSecret {
+    /// A secret that never changes (an environment variable); `origin` names where it came
+    /// from in the error.
+    pub fn new(value: SecretString, origin: &str) -> Result<Self, SecretError> {
+        Ok(Self {
+            file: None,
+            current: Arc::new(RwLock::new((checked(value, origin)?, None))),
+        })
+    }
+
+    /// A secret read from `path`, re-read with `reload` when the file's modification time
+    /// changes ([`refresh`](Self::refresh)).
+    pub fn rotating(
+        value: SecretString,
+        path: PathBuf,
+        reload: Reload,
+    ) -> Result<Self, SecretError> {
+        let origin = format!("secret file {}", path.display());
+        let stamp = modified(&path);
+        Ok(Self {
+            current: Arc::new(RwLock::new((checked(value, &origin)?, stamp))),
+            file: Some((path, reload)),
+        })
+    }
+
+    /// A fixed secret, for tests, the sandbox and `render`.
+    pub fn fixed(value: &str) -> Self {
+        Self {
+            file: None,
+            current: Arc::new(RwLock::new((SecretString::from(value.to_string()), None))),
+        }
+    }
+
+    /// Runs `f` with the secret's bytes; the only way to see them.
+    pub fn with_exposed<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        match self.current.read() {
+            Ok(guard) => f(guard.0.expose_secret()),
+            Err(poisoned) => f(poisoned.into_inner().0.expose_secret()),
+        }
+    }
+
+    /// Re-reads a file secret if its modification time changed. Returns true when the
+    /// secret was replaced. Blocking file I/O: call from `spawn_blocking` or a plain thread.
+    pub fn refresh(&self) -> Result<bool, SecretError> {
+        let Some((path, reload)) = &self.file else {
+            return Ok(false);
+        };
+        let stamp = modified(path);
+        let unchanged = match self.current.read() {
+            Ok(g) => g.1 == stamp,
+            Err(_) => false,
+        };
+        if unchanged {
+            return Ok(false);
+        }
+        let origin = format!("secret file {}", path.display());
+        let value = checked(reload().map_err(SecretError::Reload)?, &origin)?;
+        if let Ok(mut g) = self.current.write() {
+            *g = (value, stamp);
+        }
+        Ok(true)
+    }
+
+    pub fn is_file(&self) -> bool {
+        self.file.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let s = AppSecret::fixed("whs_topsecret");
+        assert!(!format!("{s:?}").contains("topsecret"));
+    }
+
+    #[test]
+    fn a_file_secret_is_reread_when_the_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        std::fs::write(&path, "whs_one").unwrap();
+        let p = path.clone();
+        let reload: Reload = Arc::new(move || {
+            std::fs::read_to_string(&p)
+                .map(|s| SecretString::from(s.trim().to_string()))
+                .map_err(|e| e.to_string())
+        });
+        let s = AppSecret::rotating("whs_one".to_string().into(), path.clone(), reload).unwrap();
+        assert!(!s.refresh().unwrap(), "unchanged file: nothing to do");
+        std::fs::write(&path, "whs_two").unwrap();
+        // Force a different mtime even on coarse file systems.
+        let later = SystemTime::now() + std::time::Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        assert!(s.refresh().unwrap());
+        assert_eq!(s.with_exposed(str::to_string), "whs_two");
+    }
+
+    #[test]
+    fn a_secret_without_the_whs_prefix_is_refused_without_echoing_it() {
+        let err = AppSecret::new("sk_live_abc".to_string().into(), "environment variable X")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("whs_"), "{err}");
+        assert!(!err.contains("sk_live_abc"), "{err}");
+    }
+}

@@ -1,0 +1,321 @@
+//! The partitions this member owns, what is in flight on each, and the pure flow-control
+//! decision taken from them.
+//!
+//! The book is shared between the consumer thread (which tracks offsets as it reads them and
+//! commits) and the delivery tasks (whose [`KafkaAck`]s mark offsets final). [`Book::flow`] and
+//! [`Book::under_pressure`] are pure functions of the book and the [`Limits`]: which
+//! partitions to pause or resume, and whether to commit early. The consumer thread applies
+//! them to librdkafka; the tests here drive them with table cases, no broker needed.
+//!
+//! Guarantee: an acknowledgement from an earlier assignment of a partition (its `epoch`), or
+//! for a partition no longer owned, changes nothing: no commit is ever computed from it.
+
+use crate::commit::offsets::OffsetTracker;
+use crate::message::{Acknowledge, Final};
+use crate::sync::lock;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Limits that decide when partitions pause.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_in_flight: usize,
+    pub max_in_flight_per_partition: usize,
+    pub commit_interval: Duration,
+    pub drain_timeout: Duration,
+}
+
+/// A topic and partition.
+pub type Tp = (Arc<str>, i32);
+
+pub struct PartitionState {
+    pub tracker: OffsetTracker,
+    /// Which assignment this state belongs to: acknowledgements from an older one are ignored.
+    pub epoch: u64,
+    pub paused: bool,
+}
+
+/// What [`Book::flow`] decided: partitions to pause and to resume in librdkafka.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Flow {
+    pub pause: Vec<Tp>,
+    pub resume: Vec<Tp>,
+}
+
+#[derive(Default)]
+pub struct Book {
+    pub parts: HashMap<Tp, PartitionState>,
+    next_epoch: u64,
+    /// Acknowledgements so far: what the consumer thread waits on to change.
+    pub acks: u64,
+}
+
+impl Book {
+    pub fn uncommitted(&self) -> usize {
+        self.parts.values().map(|p| p.tracker.uncommitted()).sum()
+    }
+
+    pub fn unfinished(&self) -> usize {
+        self.parts.values().map(|p| p.tracker.unfinished()).sum()
+    }
+
+    pub fn any_paused(&self) -> bool {
+        self.parts.values().any(|p| p.paused)
+    }
+
+    /// Starts tracking a newly assigned partition, unpaused, under a new epoch.
+    pub fn assign(&mut self, tp: Tp) {
+        self.next_epoch += 1;
+        let epoch = self.next_epoch;
+        self.parts.insert(
+            tp,
+            PartitionState {
+                tracker: OffsetTracker::new(),
+                epoch,
+                paused: false,
+            },
+        );
+    }
+
+    /// Registers a message just read; `None` if the partition is not (or no longer) owned.
+    pub fn track(&mut self, tp: &Tp, offset: i64) -> Option<u64> {
+        let p = self.parts.get_mut(tp)?;
+        p.tracker.track(offset);
+        Some(p.epoch)
+    }
+
+    /// Marks an offset final if it belongs to the current assignment of its partition.
+    pub fn finish(&mut self, tp: &Tp, offset: i64, epoch: u64) {
+        if let Some(p) = self.parts.get_mut(tp) {
+            if p.epoch == epoch {
+                p.tracker.finish(offset);
+            }
+        }
+        self.acks += 1;
+    }
+
+    /// The global bound is full, or a partition is at its own bound: pause those (all of them
+    /// at the global bound); resume paused partitions that have room again. Records the new
+    /// state in the book, so applying the same book twice changes nothing.
+    pub fn flow(&mut self, limits: &Limits) -> Flow {
+        let global_full = self.uncommitted() >= limits.max_in_flight;
+        let mut flow = Flow::default();
+        for (tp, p) in self.parts.iter_mut() {
+            let full = global_full || p.tracker.uncommitted() >= limits.max_in_flight_per_partition;
+            if full && !p.paused {
+                flow.pause.push(tp.clone());
+                p.paused = true;
+            } else if !full && p.paused {
+                flow.resume.push(tp.clone());
+                p.paused = false;
+            }
+        }
+        flow.pause.sort();
+        flow.resume.sort();
+        flow
+    }
+
+    /// Half a bound is used: commit soon (at most every few ms) to make room, rather than
+    /// waiting for the commit interval.
+    pub fn under_pressure(&self, limits: &Limits) -> bool {
+        self.uncommitted() * 2 >= limits.max_in_flight
+            || self
+                .parts
+                .values()
+                .any(|p| p.tracker.uncommitted() * 2 >= limits.max_in_flight_per_partition)
+    }
+
+    /// The next commit point of every owned partition (or only of `only`) that has moved.
+    pub fn committable(&self, only: Option<&[Tp]>) -> Vec<(Tp, i64)> {
+        let mut out: Vec<(Tp, i64)> = self
+            .parts
+            .iter()
+            .filter(|(tp, _)| only.is_none_or(|o| o.contains(tp)))
+            .filter_map(|(tp, p)| p.tracker.committable().map(|off| (tp.clone(), off)))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Records a successful commit (for the partitions still owned).
+    pub fn committed(&mut self, offsets: &[(Tp, i64)]) {
+        for (tp, off) in offsets {
+            if let Some(p) = self.parts.get_mut(tp) {
+                p.tracker.committed(*off);
+            }
+        }
+    }
+}
+
+/// The book behind a lock, with the wake-up the consumer thread waits on at the bound.
+#[derive(Default)]
+pub struct PartitionBook {
+    book: Mutex<Book>,
+    /// Signalled by acknowledgements while the consumer thread waits for room.
+    acked: Condvar,
+    /// Whether the consumer thread waits on `acked` (so acknowledgements skip the wake-up
+    /// system call the rest of the time).
+    waiting: AtomicBool,
+}
+
+impl PartitionBook {
+    pub fn lock(&self) -> MutexGuard<'_, Book> {
+        lock(&self.book)
+    }
+
+    /// Blocks until an acknowledgement after the `seen`-th arrives, or `timeout` passes.
+    /// `waiting` is set under the lock, so an acknowledgement either counted before the check
+    /// (no wait) or sees the flag and wakes this thread: none is missed.
+    pub fn wait_for_ack(&self, seen: u64, timeout: Duration) {
+        let guard = self.lock();
+        self.waiting.store(true, Ordering::SeqCst);
+        let _ = self
+            .acked
+            .wait_timeout_while(guard, timeout, |b| b.acks == seen);
+        self.waiting.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The acknowledgement of one Kafka message: marks its offset final in the book.
+pub struct KafkaAck {
+    pub book: Arc<PartitionBook>,
+    pub tp: Tp,
+    pub offset: i64,
+    pub epoch: u64,
+}
+
+impl Acknowledge for KafkaAck {
+    fn finish(self: Box<Self>, _outcome: Final) {
+        self.book.lock().finish(&self.tp, self.offset, self.epoch);
+        if self.book.waiting.load(Ordering::SeqCst) {
+            self.book.acked.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::AckHandle;
+
+    fn tp(p: i32) -> Tp {
+        (Arc::from("t"), p)
+    }
+
+    fn limits(global: usize, per_partition: usize) -> Limits {
+        Limits {
+            max_in_flight: global,
+            max_in_flight_per_partition: per_partition,
+            commit_interval: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// A book with partitions 0..n, partition i holding `held[i]` unfinished offsets 0..held[i].
+    fn book(held: &[i64]) -> Book {
+        let mut b = Book::default();
+        for (p, n) in held.iter().enumerate() {
+            b.assign(tp(p as i32));
+            for o in 0..*n {
+                b.track(&tp(p as i32), o);
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn flow_pauses_at_each_bound_and_resumes_once_there_is_room() {
+        // (held per partition, global bound, per-partition bound, paused, resumed)
+        let cases: &[(&[i64], usize, usize, &[i32])] = &[
+            (&[1, 1], 10, 10, &[]),
+            (&[5, 1], 10, 5, &[0]),    // partition 0 at its own bound
+            (&[5, 5], 10, 8, &[0, 1]), // global bound: every partition
+            (&[0, 0], 1, 1, &[]),
+        ];
+        for (held, global, per, paused) in cases {
+            let mut b = book(held);
+            let flow = b.flow(&limits(*global, *per));
+            let want: Vec<Tp> = paused.iter().map(|p| tp(*p)).collect();
+            assert_eq!(flow.pause, want, "{held:?} {global} {per}");
+            assert!(flow.resume.is_empty());
+            // Applied once, the same book decides nothing more.
+            assert_eq!(b.flow(&limits(*global, *per)), Flow::default());
+        }
+    }
+
+    #[test]
+    fn a_paused_partition_resumes_when_its_offsets_are_committed() {
+        let l = limits(4, 4);
+        let mut b = book(&[4]);
+        assert_eq!(b.flow(&l).pause, [tp(0)]);
+        for o in 0..4 {
+            let epoch = b.parts[&tp(0)].epoch;
+            b.finish(&tp(0), o, epoch);
+        }
+        // Final but not committed: still counts against the bound.
+        assert!(b.flow(&l).resume.is_empty());
+        let c = b.committable(None);
+        assert_eq!(c, [(tp(0), 4)]);
+        b.committed(&c);
+        assert_eq!(b.flow(&l).resume, [tp(0)]);
+    }
+
+    #[test]
+    fn pressure_starts_at_half_a_bound() {
+        assert!(!book(&[4]).under_pressure(&limits(10, 10)));
+        assert!(book(&[5]).under_pressure(&limits(10, 10)));
+        assert!(book(&[3, 2]).under_pressure(&limits(100, 6)));
+    }
+
+    #[test]
+    fn commits_never_pass_an_unfinished_offset() {
+        let mut b = book(&[3]);
+        let epoch = b.parts[&tp(0)].epoch;
+        b.finish(&tp(0), 1, epoch);
+        b.finish(&tp(0), 2, epoch);
+        assert!(b.committable(None).is_empty(), "offset 0 still open");
+        b.finish(&tp(0), 0, epoch);
+        assert_eq!(b.committable(None), [(tp(0), 3)]);
+    }
+
+    #[test]
+    fn an_ack_after_revoke_or_reassignment_changes_nothing() {
+        let shared = Arc::new(PartitionBook::default());
+        let (old_epoch, held) = {
+            let mut b = shared.lock();
+            b.assign(tp(0));
+            b.assign(tp(1));
+            let e = b.track(&tp(0), 0).unwrap();
+            b.track(&tp(1), 0);
+            (e, b.parts[&tp(1)].epoch)
+        };
+        let ack = |tp: Tp, epoch| {
+            AckHandle::new(KafkaAck {
+                book: shared.clone(),
+                tp,
+                offset: 0,
+                epoch,
+            })
+        };
+        let (stale, revoked) = (ack(tp(0), old_epoch), ack(tp(1), held));
+        {
+            let mut b = shared.lock();
+            // Partition 0 is revoked and assigned again (a new epoch); partition 1 is gone.
+            b.parts.remove(&tp(0));
+            b.parts.remove(&tp(1));
+            b.assign(tp(0));
+            b.track(&tp(0), 0);
+        }
+        stale.finish(Final::Delivered);
+        revoked.finish(Final::Delivered);
+        let b = shared.lock();
+        assert!(
+            b.committable(None).is_empty(),
+            "the new owner's offset 0 is still open"
+        );
+        assert_eq!(b.unfinished(), 1);
+        assert_eq!(b.acks, 2);
+    }
+}

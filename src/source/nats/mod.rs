@@ -1,0 +1,383 @@
+//! Everything NATS, in one folder: core subscriptions ([`core`]) and JetStream durable pull
+//! consumers ([`jetstream`]) sharing one connection, the dead-letter writer, the
+//! `check --connect` probe and the replay reader.
+//!
+//! Guarantees:
+//! - **JetStream is at-least-once.** A message is acked only once its outcome is final
+//!   (delivered or skipped: `+ACK`; dead-lettered: `+TERM`, so it is not redelivered forever).
+//!   While it waits in retries or a rate-limited lane it gets in-progress acks (`+WPI`), so the
+//!   server does not redeliver it under our feet. On shutdown, unfinished messages are nak'd so
+//!   another replica takes them at once.
+//! - **Core NATS is at-most-once across a crash.** Core NATS cannot redeliver: a message that is
+//!   in flight when the process dies is gone. In-process retries still apply. Use JetStream when
+//!   that matters.
+//! - **Bounded.** At most `delivery.max_in_flight` messages are in flight per source: the next
+//!   message is only pulled once a slot frees up (JetStream's `max_ack_pending` is set to the same
+//!   bound on consumers the bridge creates). For core NATS, the client's subscription buffer
+//!   absorbs bursts and the server drops messages for a slow consumer — at-most-once again.
+//! - **Reconnects by itself**: `/readyz` is false while disconnected; JetStream pulls resume.
+
+pub mod core;
+pub mod dead_letter;
+pub mod jetstream;
+pub mod probe;
+pub mod replay;
+
+pub use dead_letter::NatsDeadLetters;
+
+use crate::config::secret::read_plain;
+use crate::config::{ConfigError, NatsSourceConfig, RouteConfig};
+use crate::message::Submit;
+use crate::route::Route;
+use secrecy::ExposeSecret;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NatsSourceError {
+    #[error("sources.{source_name}.nats: {reason}")]
+    Options { source_name: String, reason: String },
+    #[error("sources.{source_name}.nats: cannot connect to {url}: {reason}")]
+    Connect {
+        source_name: String,
+        url: String,
+        reason: String,
+    },
+}
+
+/// Connection options from the config: credentials, TLS, name; reconnects forever.
+pub async fn connect(
+    source_name: &str,
+    cfg: &NatsSourceConfig,
+    ready: Option<Arc<AtomicBool>>,
+) -> Result<async_nats::Client, NatsSourceError> {
+    let env = |n: &str| std::env::var(n).ok();
+    let opt_err = |reason: String| NatsSourceError::Options {
+        source_name: source_name.to_string(),
+        reason,
+    };
+    let mut opts = async_nats::ConnectOptions::new()
+        .name(&cfg.name)
+        .retry_on_initial_connect()
+        .max_reconnects(None::<usize>)
+        .connection_timeout(Duration::from_secs(5));
+    if let Some(path) = &cfg.credentials_file {
+        opts = opts
+            .credentials_file(path)
+            .await
+            .map_err(|e| opt_err(format!("credentials_file {}: {e}", path.display())))?;
+    }
+    if let Some(path) = &cfg.nkey_seed_file {
+        let seed = std::fs::read_to_string(path)
+            .map_err(|e| opt_err(format!("nkey_seed_file {}: {e}", path.display())))?;
+        opts = opts.nkey(seed.trim().to_string());
+    }
+    if let Some(token) = &cfg.token {
+        let t = read_plain(token, &env).map_err(|e| opt_err(format!("token: {e}")))?;
+        opts = opts.token(t.expose_secret().to_string());
+    }
+    if let (Some(user), Some(password)) = (&cfg.user, &cfg.password) {
+        let p = read_plain(password, &env).map_err(|e| opt_err(format!("password: {e}")))?;
+        opts = opts.user_and_password(user.clone(), p.expose_secret().to_string());
+    }
+    if let Some(tls) = &cfg.tls {
+        if let Some(ca) = &tls.ca_file {
+            opts = opts.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+            opts = opts.add_client_certificate(cert.clone(), key.clone());
+        }
+        opts = opts.require_tls(tls.require_tls);
+    }
+    let name: Arc<str> = Arc::from(source_name);
+    opts = opts.event_callback(move |event| {
+        let ready = ready.clone();
+        let name = name.clone();
+        async move {
+            match event {
+                async_nats::Event::Connected => {
+                    tracing::info!(source = %name, "connected to NATS");
+                    if let Some(r) = &ready {
+                        r.store(true, Ordering::Relaxed);
+                    }
+                }
+                async_nats::Event::Disconnected => {
+                    tracing::warn!(source = %name, "disconnected from NATS; reconnecting");
+                    if let Some(r) = &ready {
+                        r.store(false, Ordering::Relaxed);
+                    }
+                }
+                async_nats::Event::SlowConsumer(sid) => {
+                    tracing::error!(source = %name, subscription = sid,
+                        "slow consumer: the server dropped core NATS messages (core NATS is at-most-once; use JetStream)")
+                }
+                other => tracing::info!(source = %name, event = %other, "NATS connection event"),
+            }
+        }
+    });
+    opts.connect(cfg.url.as_str())
+        .await
+        .map_err(|e| NatsSourceError::Connect {
+            source_name: source_name.to_string(),
+            url: cfg.url.clone(),
+            reason: e.to_string(),
+        })
+}
+
+/// One NATS source: its routes, where messages go, and the shutdown tokens.
+pub struct NatsSource {
+    pub name: Arc<str>,
+    pub metrics: Arc<crate::telemetry::metrics::Metrics>,
+    pub config: NatsSourceConfig,
+    pub routes: Vec<Arc<Route>>,
+    pub max_in_flight: usize,
+    pub submit: Arc<dyn Submit>,
+    pub ready: Arc<AtomicBool>,
+    pub stop: CancellationToken,
+    pub abandon: CancellationToken,
+}
+
+impl NatsSource {
+    /// Runs until `stop`, then waits for in-flight messages (until `abandon`), and returns.
+    pub async fn run(self) -> Result<(), NatsSourceError> {
+        let client = connect(&self.name, &self.config, Some(self.ready.clone())).await?;
+        let slots = Arc::new(Semaphore::new(self.max_in_flight));
+        let mut tasks = tokio::task::JoinSet::new();
+        for route in &self.routes {
+            let ctx = RouteLoop {
+                metrics: self.metrics.clone(),
+                source: self.name.clone(),
+                route: route.clone(),
+                client: client.clone(),
+                slots: slots.clone(),
+                submit: self.submit.clone(),
+                stop: self.stop.clone(),
+                max_in_flight: self.max_in_flight,
+            };
+            if let Some(js) = route.jetstream.clone() {
+                tasks.spawn(ctx.jetstream(js));
+            } else {
+                tasks.spawn(ctx.core());
+            }
+        }
+        self.stop.cancelled().await;
+        while tasks.join_next().await.is_some() {}
+        // Drain: every slot comes back when its message is final (or abandoned at the deadline).
+        let all = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX);
+        tokio::select! {
+            _ = slots.acquire_many(all) => {}
+            _ = self.abandon.cancelled() => {
+                // Abandoned parts nak on drop; give them a moment to be sent.
+                let _ = tokio::time::timeout(Duration::from_secs(2), slots.acquire_many(all)).await;
+            }
+        }
+        let _ = client.flush().await;
+        self.ready.store(false, Ordering::Relaxed);
+        tracing::info!(source = %self.name, "NATS source stopped");
+        Ok(())
+    }
+}
+
+/// One route's subscription loop (core or JetStream), sharing its source's connection.
+struct RouteLoop {
+    metrics: Arc<crate::telemetry::metrics::Metrics>,
+    source: Arc<str>,
+    route: Arc<Route>,
+    client: async_nats::Client,
+    slots: Arc<Semaphore>,
+    submit: Arc<dyn Submit>,
+    stop: CancellationToken,
+    max_in_flight: usize,
+}
+
+impl RouteLoop {
+    async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        tokio::select! {
+            p = self.slots.clone().acquire_owned() => p.ok(),
+            _ = self.stop.cancelled() => None,
+        }
+    }
+}
+
+pub(crate) fn headers(h: Option<&async_nats::HeaderMap>) -> Vec<(String, Option<Vec<u8>>)> {
+    let Some(h) = h else { return Vec::new() };
+    let mut out = Vec::new();
+    for (name, values) in h.iter() {
+        for v in values {
+            out.push((name.to_string(), Some(v.as_str().as_bytes().to_vec())));
+        }
+    }
+    out
+}
+
+/// `check` for a `sources.<name>.nats` entry: URL, credentials, files.
+pub fn check_config(
+    name: &str,
+    n: &NatsSourceConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) {
+    let path = format!("sources.{name}.nats");
+    if n.url.trim().is_empty() {
+        errors.push(ConfigError::new(
+            format!("{path}.url"),
+            "must name at least one server, e.g. nats://localhost:4222",
+        ));
+    }
+    for (key, secret) in [("token", &n.token), ("password", &n.password)] {
+        if let Some(secret) = secret {
+            if let Err(e) = read_plain(secret, env) {
+                errors.push(ConfigError::new(format!("{path}.{key}"), e.to_string()));
+            }
+        }
+    }
+    if n.password.is_some() != n.user.is_some() {
+        errors.push(ConfigError::new(
+            format!("{path}.user"),
+            "user and password go together",
+        ));
+    }
+    for (key, file) in [
+        ("credentials_file", &n.credentials_file),
+        ("nkey_seed_file", &n.nkey_seed_file),
+        (
+            "tls.ca_file",
+            &n.tls.as_ref().and_then(|t| t.ca_file.clone()),
+        ),
+        (
+            "tls.cert_file",
+            &n.tls.as_ref().and_then(|t| t.cert_file.clone()),
+        ),
+        (
+            "tls.key_file",
+            &n.tls.as_ref().and_then(|t| t.key_file.clone()),
+        ),
+    ] {
+        if let Some(f) = file {
+            if !f.is_file() {
+                errors.push(ConfigError::new(
+                    format!("{path}.{key}"),
+                    format!("{} is not a readable file", f.display()),
+                ));
+            }
+        }
+    }
+    if let Some(t) = &n.tls {
+        if t.cert_file.is_some() != t.key_file.is_some() {
+            errors.push(ConfigError::new(
+                format!("{path}.tls"),
+                "cert_file and key_file go together",
+            ));
+        }
+    }
+}
+
+/// `check` for a route on a NATS source: exactly one of core `subjects` or `jetstream`.
+pub fn check_route(path: &str, r: &RouteConfig, errors: &mut Vec<ConfigError>) {
+    let path = path.to_string();
+    if r.topics.is_some() {
+        errors.push(ConfigError::new(
+            format!("{path}.topics"),
+            "a nats source takes `subjects` (core NATS) or `jetstream`, not `topics`",
+        ));
+    }
+    match (&r.subjects, &r.jetstream) {
+        (Some(subjects), None) => {
+            if subjects.is_empty() {
+                errors.push(ConfigError::new(format!("{path}.subjects"), "must list at least one subject, e.g. [\"orders.>\"]"));
+            }
+            for (j, subject) in subjects.iter().enumerate() {
+                if let Err(e) = check_subject(subject, true) {
+                    errors.push(ConfigError::new(format!("{path}.subjects[{j}]"), e));
+                }
+            }
+            if let Some(q) = &r.queue_group {
+                if check_name(q).is_err() {
+                    errors.push(ConfigError::new(format!("{path}.queue_group"), format!("{q:?} must be a single token without spaces, '.', '*' or '>'")));
+                }
+            }
+        }
+        (None, Some(js)) => {
+            if let Err(e) = check_name(&js.stream) {
+                errors.push(ConfigError::new(format!("{path}.jetstream.stream"), e));
+            }
+            if let Err(e) = check_name(&js.durable) {
+                errors.push(ConfigError::new(format!("{path}.jetstream.durable"), e));
+            }
+            if let Some(f) = &js.filter_subject {
+                if let Err(e) = check_subject(f, true) {
+                    errors.push(ConfigError::new(format!("{path}.jetstream.filter_subject"), e));
+                }
+            }
+            if r.queue_group.is_some() {
+                errors.push(ConfigError::new(format!("{path}.queue_group"), "is for core NATS subjects; JetStream replicas share the durable consumer"));
+            }
+        }
+        _ => errors.push(ConfigError::new(
+            path.clone(),
+            "a nats route needs exactly one of `subjects: [...]` (core NATS) or `jetstream: { stream, durable }`",
+        )),
+    }
+}
+
+/// A NATS subject: dot-separated non-empty tokens without spaces; `*` as a whole token and
+/// `>` as the last token only where wildcards are allowed.
+pub fn check_subject(subject: &str, wildcards: bool) -> Result<(), String> {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    for (i, t) in tokens.iter().enumerate() {
+        if t.is_empty() {
+            return Err(format!(
+                "{subject:?} has an empty token; subjects look like orders.created or orders.>"
+            ));
+        }
+        if t.chars().any(char::is_whitespace) {
+            return Err(format!("{subject:?} contains whitespace"));
+        }
+        let wild = *t == "*" || *t == ">";
+        if wild && !wildcards {
+            return Err(format!("{subject:?}: wildcards are not allowed here"));
+        }
+        if *t == ">" && i != tokens.len() - 1 {
+            return Err(format!("{subject:?}: '>' must be the last token"));
+        }
+        if !wild && (t.contains('*') || t.contains('>')) {
+            return Err(format!("{subject:?}: '*' and '>' must be whole tokens"));
+        }
+    }
+    Ok(())
+}
+
+/// A stream, consumer or queue name: one token, no spaces, dots, wildcards or slashes.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+    {
+        Err(format!(
+            "{name:?} must be non-empty, without spaces, '.', '*', '>', '/' or '\\'"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nats_subjects_and_names_are_checked() {
+        assert!(check_subject("orders.>", true).is_ok());
+        assert!(check_subject("tasks.*.done", true).is_ok());
+        assert!(check_subject("orders.>.x", true).is_err());
+        assert!(check_subject("orders..x", true).is_err());
+        assert!(check_subject("orders.*", false).is_err());
+        assert!(check_subject("ord*ers", true).is_err());
+        assert!(check_name("TASKS").is_ok());
+        assert!(check_name("my.durable").is_err());
+    }
+}
