@@ -11,6 +11,7 @@ use super::{DeliveryContext, Job};
 use crate::config::{Ordering, RateLimitConfig};
 use crate::orceum::app::App;
 use crate::orceum::event::Priority;
+use crate::sync::lock;
 use crate::telemetry::metrics::Metrics;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use prometheus::{Histogram, IntCounter, IntGauge};
@@ -180,12 +181,5 @@ impl AppLane {
         if p.is_none_or(|current| current < until) {
             *p = Some(until);
         }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }

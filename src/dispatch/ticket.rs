@@ -5,6 +5,7 @@
 //! message: its acknowledgement is dropped unfinished, so it is never committed.
 
 use crate::message::{AckHandle, Final};
+use crate::sync::lock;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -60,18 +61,13 @@ impl Part {
 
     /// Keeps a long retry from being redelivered under our feet (JetStream).
     pub fn in_progress(&self) {
-        if let Ok(g) = self.shared.ack.lock() {
-            if let Some(ack) = g.as_ref() {
-                ack.in_progress();
-            }
+        if let Some(ack) = lock(&self.shared.ack).as_ref() {
+            ack.in_progress();
         }
     }
 
     fn take_ack(&self) -> Option<AckHandle> {
-        match self.shared.ack.lock() {
-            Ok(mut g) => g.take(),
-            Err(p) => p.into_inner().take(),
-        }
+        lock(&self.shared.ack).take()
     }
 }
 

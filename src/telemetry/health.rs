@@ -5,6 +5,7 @@
 //! taking every replica out of rotation would not help.
 
 use super::metrics::Metrics;
+use crate::sync::lock;
 use axum::{extract::State, http::StatusCode, routing::get, Router};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,10 +30,7 @@ impl Readiness {
 
     /// Each source and whether it is up.
     pub fn states(&self) -> Vec<(String, bool)> {
-        let m = match self.sources.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
+        let m = lock(&self.sources);
         m.iter()
             .map(|(n, f)| (n.clone(), f.load(Ordering::Relaxed)))
             .collect()
@@ -40,10 +38,7 @@ impl Readiness {
 
     /// Ready sources, and the names of those that are not.
     pub fn check(&self) -> Result<(), Vec<String>> {
-        let m = match self.sources.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
+        let m = lock(&self.sources);
         let down: Vec<String> = m
             .iter()
             .filter(|(_, f)| !f.load(Ordering::Relaxed))

@@ -13,7 +13,7 @@ use crate::build::Bridge;
 use crate::config::SourceConfig;
 use crate::dead_letter::{header, Stored};
 use crate::dispatch::outcome::{classify, Outcome};
-use crate::dispatch::retry::Backoff;
+use crate::dispatch::retry::{Next, RetryPolicy};
 use crate::message::{Message, Origin};
 use crate::orceum::client::OrceumClient;
 use crate::route::{parse_payload, Mapped};
@@ -21,7 +21,7 @@ use crate::source;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Where the dead letters are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,6 +209,7 @@ pub async fn replay(bridge: &Bridge, opts: &ReplayOptions) -> Result<ReplaySumma
         bridge.orceum.ca_file.as_deref(),
     )?;
     let retry = &bridge.delivery.retry;
+    let policy = RetryPolicy::from_config(retry).giving_up_after(opts.max_elapsed);
     let mut summary = ReplaySummary {
         read: records.len(),
         ..Default::default()
@@ -275,38 +276,36 @@ pub async fn replay(bridge: &Bridge, opts: &ReplayOptions) -> Result<ReplaySumma
             continue;
         }
         let body = bytes::Bytes::from(event.to_body());
-        let mut backoff = Backoff::new(retry.initial_backoff, retry.max_backoff);
-        let started = Instant::now();
+        let mut tries = policy.start();
         loop {
             let result = client.push(app, body.clone()).await;
-            match classify(&result, &retry.retryable_statuses) {
+            let outcome = classify(&result, &retry.retryable_statuses);
+            let label = outcome.label();
+            match &outcome {
                 Outcome::Delivered => {
                     summary.delivered += 1;
                     break;
                 }
-                Outcome::Retry { after, reason, .. } if started.elapsed() < opts.max_elapsed => {
-                    bar.set_message(format!("retrying {} ({reason})", rec.at));
-                    tokio::time::sleep(
-                        after
-                            .map(|a| a.min(retry.max_retry_after))
-                            .unwrap_or_else(|| backoff.next_delay()),
-                    )
-                    .await;
-                }
-                Outcome::Retry { reason, .. } => {
-                    *summary.failed.entry(reason.clone()).or_default() += 1;
-                    bar.println(format!("{}: gave up ({reason})", rec.at));
+                Outcome::Rejected { status, excerpt } => {
+                    *summary.failed.entry(label.into_owned()).or_default() += 1;
+                    bar.println(format!(
+                        "{}: still rejected: {}",
+                        rec.at,
+                        Outcome::rejection_reason(*status, excerpt)
+                    ));
                     break;
                 }
-                Outcome::DeadLetter { kind, reason } => {
-                    *summary.failed.entry(kind).or_default() += 1;
-                    bar.println(format!("{}: still rejected: {reason}", rec.at));
-                    break;
-                }
-                Outcome::Skipped { .. } => {
-                    summary.skipped += 1;
-                    break;
-                }
+                _ => match tries.failed(outcome.retry_after()) {
+                    Next::Wait(delay) => {
+                        bar.set_message(format!("retrying {} ({label})", rec.at));
+                        tokio::time::sleep(delay).await;
+                    }
+                    Next::GiveUp { .. } => {
+                        bar.println(format!("{}: gave up ({label})", rec.at));
+                        *summary.failed.entry(label.into_owned()).or_default() += 1;
+                        break;
+                    }
+                },
             }
         }
     }

@@ -21,6 +21,7 @@ use super::book::{Book, KafkaAck, Limits, PartitionBook, Tp};
 use super::{client_config, headers_of, KafkaSourceError};
 use crate::config::KafkaSourceConfig;
 use crate::message::{AckHandle, Message, Origin, Submit};
+use crate::telemetry::events::CommitFailed;
 use crate::telemetry::metrics::Metrics;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -213,11 +214,11 @@ fn commit_final(ctx: &Ctx, consumer: &BaseConsumer<Ctx>, only: Option<&[Tp]>) ->
             true
         }
         Err(e) => {
-            ctx.metrics
-                .commit_failures
-                .with_label_values(&[&ctx.source_name])
-                .inc();
-            tracing::warn!(source = %ctx.source_name, error = %e, "offset commit failed; it is retried with the next commit");
+            CommitFailed {
+                source: &ctx.source_name,
+                error: &e,
+            }
+            .emit(&ctx.metrics);
             false
         }
     }
@@ -515,5 +516,147 @@ impl KafkaSource {
         }
         self.ready.store(false, Ordering::Relaxed);
         tracing::info!(source = %self.name, "consumer stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The consumer thread against librdkafka's mock cluster (in this process) and a [`Submit`]
+    //! double that holds every acknowledgement until the test finishes it.
+    use super::*;
+    use crate::message::Final;
+    use crate::sync::lock;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    use rdkafka::ClientConfig;
+    use std::sync::Mutex;
+
+    /// Holds what it is given, by offset.
+    #[derive(Default)]
+    struct Held(Mutex<Vec<(i64, AckHandle)>>);
+
+    impl Submit for Held {
+        fn submit(&self, msg: Message, ack: AckHandle) {
+            if let Origin::Kafka { offset, .. } = msg.origin {
+                lock(&self.0).push((offset, ack));
+            }
+        }
+    }
+
+    impl Held {
+        fn len(&self) -> usize {
+            lock(&self.0).len()
+        }
+        /// Finishes the held messages at these offsets.
+        fn finish(&self, offsets: impl Fn(i64) -> bool) {
+            let mut held = lock(&self.0);
+            let (done, keep): (Vec<_>, Vec<_>) = held.drain(..).partition(|(o, _)| offsets(*o));
+            *held = keep;
+            drop(held);
+            for (_, ack) in done {
+                ack.finish(Final::Delivered);
+            }
+        }
+    }
+
+    fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+        let until = Instant::now() + Duration::from_secs(20);
+        while !f() {
+            assert!(Instant::now() < until, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn committed(brokers: &str, group: &str) -> Option<i64> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("t", 0);
+        let got = c.committed_offsets(tpl, Duration::from_secs(5)).ok()?;
+        match got.elements()[0].offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_bound_holds_commits_wait_for_the_first_offset_and_a_failed_commit_is_retried() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("t", 1, 1).unwrap();
+        let brokers = cluster.bootstrap_servers();
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+        for i in 0..40 {
+            let payload = format!("{{\"n\":{i}}}");
+            producer
+                .send(BaseRecord::<(), _>::to("t").payload(&payload))
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(5)).unwrap();
+
+        let held = Arc::new(Held::default());
+        let metrics = Arc::new(Metrics::new());
+        let stop = CancellationToken::new();
+        let config: KafkaSourceConfig = yaml_serde::from_str(&format!(
+            "bootstrap_servers: {brokers}\ngroup_id: g-bound\nproperties: {{ session.timeout.ms: 6000, heartbeat.interval.ms: 1000 }}\n"
+        ))
+        .unwrap();
+        let thread = KafkaSource {
+            name: Arc::from("events"),
+            config,
+            topics: vec!["t".into()],
+            limits: Limits {
+                max_in_flight: 10,
+                max_in_flight_per_partition: 10,
+                commit_interval: Duration::from_millis(50),
+                drain_timeout: Duration::from_secs(2),
+            },
+            submit: held.clone(),
+            metrics: metrics.clone(),
+            ready: Arc::new(AtomicBool::new(false)),
+            stop: stop.clone(),
+            abandon: CancellationToken::new(),
+        }
+        .spawn();
+
+        // The bound: ten read, nothing more while they are held.
+        wait_until("ten messages", || held.len() == 10);
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(held.len(), 10, "read past max_in_flight");
+
+        // Nine of them final, offset 0 still open: nothing may be committed.
+        held.finish(|o| o > 0);
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(committed(&brokers, "g-bound"), None);
+        assert_eq!(held.len(), 1);
+
+        // Offset 0 final; the first commit of it fails (injected), the next one lands.
+        cluster.request_errors(
+            RDKafkaApiKey::OffsetCommit,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED],
+        );
+        held.finish(|o| o == 0);
+        wait_until("the commit of offset 10", || {
+            committed(&brokers, "g-bound") == Some(10)
+        });
+        assert!(
+            metrics.commit_failures.with_label_values(&["events"]).get() >= 1,
+            "the injected commit error was not seen"
+        );
+
+        // Room again: the next ten are read; finish everything as it comes.
+        wait_until("the rest", || {
+            held.finish(|_| true);
+            committed(&brokers, "g-bound") == Some(40)
+        });
+        stop.cancel();
+        thread.join().unwrap().unwrap();
+        assert_eq!(held.len(), 0);
     }
 }

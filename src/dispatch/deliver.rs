@@ -1,0 +1,246 @@
+//! One event's way to a final outcome: push, classify ([`Outcome`]), wait under the one
+//! [`RetryPolicy`] or give up, dead-letter when Orceum rejects it — and only then finish its
+//! [`Part`]. An event abandoned at the shutdown deadline drops its part unfinished: never
+//! committed.
+
+use super::lane::AppLane;
+use super::outcome::{classify, Outcome};
+use super::retry::{Next, RetryPolicy};
+use super::ticket::Part;
+use super::Job;
+use crate::config::RetryConfig;
+
+use crate::dead_letter::{DeadLetterRecord, DeadLetterWriter};
+use crate::message::{Final, Message};
+use crate::orceum::client::OrceumClient;
+use crate::telemetry::events::{DeadLetterWriteFailed, DeadLettered, PushRetried};
+use crate::telemetry::metrics::Metrics;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::runtime::Handle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What every delivery needs: the client, the dead-letter sink, metrics, the retry policy and
+/// the token that says "abandon what is unfinished".
+pub struct DeliveryContext {
+    pub client: OrceumClient,
+    pub dead_letter: Box<dyn DeadLetterWriter>,
+    pub metrics: Arc<Metrics>,
+    pub retry: RetryPolicy,
+    /// `delivery.retry.retryable_statuses`: statuses retried on top of 429, 5xx and transport.
+    pub retryable_statuses: Vec<u16>,
+    pub abandon: CancellationToken,
+    runtime: Handle,
+    tasks: TaskTracker,
+}
+
+impl DeliveryContext {
+    pub fn new(
+        client: OrceumClient,
+        dead_letter: Box<dyn DeadLetterWriter>,
+        metrics: Arc<Metrics>,
+        retry: RetryConfig,
+        abandon: CancellationToken,
+        runtime: Handle,
+    ) -> Self {
+        Self {
+            client,
+            dead_letter,
+            metrics,
+            retry: RetryPolicy::from_config(&retry),
+            retryable_statuses: retry.retryable_statuses,
+            abandon,
+            runtime,
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Spawns a tracked task; callable from any thread (the Kafka poll thread is not async).
+    pub fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn_on(fut, &self.runtime);
+    }
+
+    /// Waits until every spawned delivery task has ended.
+    pub async fn wait_idle(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// Pushes one event until its outcome is final, or until the bridge abandons it.
+    pub(super) async fn deliver(&self, lane: &AppLane, job: Job) {
+        let app = &lane.app;
+        let coordinates = job.msg.origin.coordinates();
+        let mut tries = self.retry.start();
+        let mut pushes = 0u32;
+        loop {
+            if !lane.wait_turn(self).await {
+                return; // the part is dropped unfinished: not committed
+            }
+            pushes += 1;
+            let t0 = Instant::now();
+            let result = self.client.push(app, job.body.clone()).await;
+            match &result {
+                Ok(r) if r.status == 200 => lane.metrics.push_ok.inc(),
+                Ok(r) => self
+                    .metrics
+                    .push_requests
+                    .with_label_values(&[&app.name, &r.status.to_string()])
+                    .inc(),
+                Err(_) => self
+                    .metrics
+                    .push_requests
+                    .with_label_values(&[&app.name, "error"])
+                    .inc(),
+            }
+            lane.metrics
+                .push_duration
+                .observe(t0.elapsed().as_secs_f64());
+            let outcome = classify(&result, &self.retryable_statuses);
+            match &outcome {
+                Outcome::Delivered => {
+                    lane.metrics.delivered(job.priority).inc();
+                    if let Some(ts) = job.msg.timestamp {
+                        let secs =
+                            (chrono::Utc::now() - ts).num_milliseconds().max(0) as f64 / 1000.0;
+                        lane.metrics.end_to_end_latency.observe(secs);
+                    }
+                    job.part.done(Final::Delivered);
+                    return;
+                }
+                Outcome::Rejected { status, excerpt } => {
+                    let reason = Outcome::rejection_reason(*status, excerpt);
+                    let record = record_for(
+                        &job.route.name,
+                        &job.msg,
+                        &outcome.label(),
+                        reason,
+                        Some(*status),
+                        Some(excerpt.clone()),
+                        pushes,
+                    );
+                    self.write_dead_letter(record, job.part).await;
+                    return;
+                }
+                Outcome::Throttled { .. }
+                | Outcome::Transient { .. }
+                | Outcome::Unauthorized
+                | Outcome::Redirected { .. } => {}
+            }
+            let label = outcome.label();
+            PushRetried {
+                app: &app.name,
+                app_id: &app.app_id,
+                route: &job.route.name,
+                coordinates: &coordinates,
+                reason: &label,
+                attempts: pushes,
+                location_host: match &outcome {
+                    Outcome::Redirected { host } => Some(host),
+                    _ => None,
+                },
+                error: result.as_ref().err().map(|e| e as &dyn std::fmt::Display),
+            }
+            .emit(&self.metrics);
+            let delay = match tries.failed(outcome.retry_after()) {
+                Next::Wait(delay) => delay,
+                Next::GiveUp { elapsed } => {
+                    let (status, excerpt) = match &result {
+                        Ok(r) => (Some(r.status), Some(r.excerpt.clone())),
+                        Err(_) => (None, None),
+                    };
+                    let reason = format!(
+                        "gave up after {pushes} attempts in {elapsed:?} (delivery.retry.max_elapsed); last: {label}"
+                    );
+                    let record = record_for(
+                        &job.route.name,
+                        &job.msg,
+                        "retries_exhausted",
+                        reason,
+                        status,
+                        excerpt,
+                        pushes,
+                    );
+                    self.write_dead_letter(record, job.part).await;
+                    return;
+                }
+            };
+            if matches!(outcome, Outcome::Throttled { .. }) {
+                // 429: the whole app waits, not only this event.
+                lane.pause_until(Instant::now() + delay);
+            }
+            job.part.in_progress();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.abandon.cancelled() => return,
+            }
+        }
+    }
+
+    /// Writes a dead letter, retrying until the destination acknowledges it; only then is the
+    /// message final.
+    pub async fn write_dead_letter(&self, record: DeadLetterRecord, part: Part) {
+        let mut tries = RetryPolicy::dead_letter_writes().start();
+        loop {
+            match self.dead_letter.write(&record).await {
+                Ok(()) => {
+                    // The log-only writer has already written its own line.
+                    let destination =
+                        (!self.dead_letter.is_log_only()).then(|| self.dead_letter.describe());
+                    DeadLettered {
+                        route: &record.route,
+                        coordinates: &record.coordinates,
+                        kind: &record.kind,
+                        reason: &record.reason,
+                        status: record.status,
+                        attempts: record.attempts,
+                        destination: destination.as_deref(),
+                    }
+                    .emit(&self.metrics);
+                    part.done(Final::DeadLettered);
+                    return;
+                }
+                Err(e) => {
+                    DeadLetterWriteFailed {
+                        route: &record.route,
+                        coordinates: &record.coordinates,
+                        error: &e,
+                    }
+                    .emit();
+                    // The dead-letter policy never gives up: the message stays uncommitted.
+                    let Next::Wait(delay) = tries.failed(None) else {
+                        continue;
+                    };
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.abandon.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn record_for(
+    route: &str,
+    msg: &Message,
+    kind: &str,
+    reason: String,
+    status: Option<u16>,
+    excerpt: Option<String>,
+    attempts: u32,
+) -> DeadLetterRecord {
+    DeadLetterRecord {
+        route: route.to_string(),
+        kind: kind.to_string(),
+        reason,
+        coordinates: msg.origin.coordinates(),
+        status,
+        response_excerpt: excerpt.filter(|e| !e.is_empty()),
+        attempts,
+        key: msg.key.clone(),
+        payload: msg.payload.clone(),
+        headers: msg.headers.clone(),
+    }
+}

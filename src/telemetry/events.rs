@@ -1,0 +1,167 @@
+//! One struct per thing worth telling an operator: `emit` writes its log line and moves its
+//! counter together, so the two never drift and every label is named where it is set (as
+//! Vector's `InternalEvent`s do). Label values are bounded (apps, routes, sources, reason
+//! labels); coordinates and errors go to the log line only.
+
+use super::metrics::Metrics;
+
+/// A push attempt failed and will be retried.
+pub struct PushRetried<'a> {
+    pub app: &'a str,
+    pub app_id: &'a str,
+    pub route: &'a str,
+    pub coordinates: &'a str,
+    /// `Outcome::label()`: `http_503`, `timeout`, `unauthorized`, `redirect`, ….
+    pub reason: &'a str,
+    /// Failed attempts of this event so far.
+    pub attempts: u32,
+    /// For a redirect: the host it pointed at.
+    pub location_host: Option<&'a str>,
+    /// For a transport failure: what went wrong.
+    pub error: Option<&'a dyn std::fmt::Display>,
+}
+
+impl PushRetried<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        metrics
+            .retries
+            .with_label_values(&[self.app, self.reason])
+            .inc();
+        // The first failure and every 20th: an outage must not flood the logs.
+        let loud = self.attempts == 1 || self.attempts % 20 == 0;
+        let (app, route, source, attempts) =
+            (self.app, self.route, self.coordinates, self.attempts);
+        match (self.reason, self.location_host, self.error) {
+            ("unauthorized", _, _) if loud => tracing::error!(app, app_id = self.app_id, route, source, attempts,
+                "Orceum answered 401: the app's secret or signature is wrong; retrying until the secret is fixed"),
+            ("redirect", Some(location_host), _) if loud => tracing::error!(app, route, source, attempts, location_host,
+                "Orceum answered a redirect, which is never followed (the request carries the secret); fix orceum.base_url; retrying"),
+            (_, _, Some(error)) if loud => tracing::warn!(app, source, attempts, error = %error, "push failed; will retry"),
+            (reason, _, _) => tracing::debug!(app, source, attempts, reason, "push will be retried"),
+        }
+    }
+}
+
+/// A message's dead letter was stored (or, without a destination, logged by the writer).
+pub struct DeadLettered<'a> {
+    pub route: &'a str,
+    pub coordinates: &'a str,
+    pub kind: &'a str,
+    pub reason: &'a str,
+    pub status: Option<u16>,
+    pub attempts: u32,
+    /// `None` when the log-only writer already wrote the line.
+    pub destination: Option<&'a str>,
+}
+
+impl DeadLettered<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        metrics
+            .dead_letters
+            .with_label_values(&[self.route, self.kind])
+            .inc();
+        if let Some(destination) = self.destination {
+            tracing::warn!(route = self.route, source = self.coordinates, kind = self.kind,
+                reason = self.reason, status = ?self.status, attempts = self.attempts,
+                destination, "dead-lettered");
+        }
+    }
+}
+
+/// A dead letter could not be written; the write is retried and the message stays
+/// uncommitted.
+pub struct DeadLetterWriteFailed<'a> {
+    pub route: &'a str,
+    pub coordinates: &'a str,
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl DeadLetterWriteFailed<'_> {
+    pub fn emit(self) {
+        tracing::error!(route = self.route, source = self.coordinates, error = %self.error,
+            "cannot write the dead letter; the source message stays uncommitted and the write is retried");
+    }
+}
+
+/// A message was committed without a push.
+pub struct Skipped<'a> {
+    /// Empty when no route reads the message.
+    pub route: &'a str,
+    /// `filter` or `no_route`.
+    pub reason: &'static str,
+}
+
+impl Skipped<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        metrics
+            .skipped
+            .with_label_values(&[self.route, self.reason])
+            .inc();
+        tracing::trace!(route = self.route, reason = self.reason, "skipped");
+    }
+}
+
+/// An offset commit failed; it is retried with the next one.
+pub struct CommitFailed<'a> {
+    pub source: &'a str,
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl CommitFailed<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        metrics
+            .commit_failures
+            .with_label_values(&[self.source])
+            .inc();
+        tracing::warn!(source = self.source, error = %self.error,
+            "offset commit failed; it is retried with the next commit");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_event_moves_its_counter_with_named_labels() {
+        let m = Metrics::new();
+        PushRetried {
+            app: "tasks",
+            app_id: "app_1",
+            route: "r",
+            coordinates: "kafka:t/0@1",
+            reason: "http_503",
+            attempts: 1,
+            location_host: None,
+            error: None,
+        }
+        .emit(&m);
+        DeadLettered {
+            route: "r",
+            coordinates: "kafka:t/0@1",
+            kind: "http_422",
+            reason: "Orceum answered 422",
+            status: Some(422),
+            attempts: 1,
+            destination: Some("kafka topic dlq"),
+        }
+        .emit(&m);
+        Skipped {
+            route: "r",
+            reason: "filter",
+        }
+        .emit(&m);
+        CommitFailed {
+            source: "events",
+            error: &"coordinator moved",
+        }
+        .emit(&m);
+        assert_eq!(m.retries.with_label_values(&["tasks", "http_503"]).get(), 1);
+        assert_eq!(
+            m.dead_letters.with_label_values(&["r", "http_422"]).get(),
+            1
+        );
+        assert_eq!(m.skipped.with_label_values(&["r", "filter"]).get(), 1);
+        assert_eq!(m.commit_failures.with_label_values(&["events"]).get(), 1);
+    }
+}
