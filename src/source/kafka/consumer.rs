@@ -569,13 +569,17 @@ mod tests {
     }
 
     fn committed(brokers: &str, group: &str) -> Option<i64> {
+        committed_on(brokers, group, 0)
+    }
+
+    fn committed_on(brokers: &str, group: &str, partition: i32) -> Option<i64> {
         let c: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("group.id", group)
             .create()
             .unwrap();
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition("t", 0);
+        tpl.add_partition("t", partition);
         let got = c.committed_offsets(tpl, Duration::from_secs(5)).ok()?;
         match got.elements()[0].offset() {
             Offset::Offset(o) => Some(o),
@@ -583,39 +587,51 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_bound_holds_commits_wait_for_the_first_offset_and_a_failed_commit_is_retried() {
+    /// A mock cluster with topic `t` of `partitions` partitions, `per_partition` records on each.
+    fn cluster_with(
+        partitions: i32,
+        per_partition: usize,
+    ) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
         let cluster = MockCluster::new(1).unwrap();
-        cluster.create_topic("t", 1, 1).unwrap();
-        let brokers = cluster.bootstrap_servers();
+        cluster.create_topic("t", partitions, 1).unwrap();
         let producer: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
+            .set("bootstrap.servers", cluster.bootstrap_servers())
             .create()
             .unwrap();
-        for i in 0..40 {
-            let payload = format!("{{\"n\":{i}}}");
-            producer
-                .send(BaseRecord::<(), _>::to("t").payload(&payload))
-                .unwrap();
+        for p in 0..partitions {
+            for i in 0..per_partition {
+                let payload = format!("{{\"n\":{i}}}");
+                producer
+                    .send(BaseRecord::<(), _>::to("t").partition(p).payload(&payload))
+                    .unwrap();
+            }
         }
         producer.flush(Duration::from_secs(5)).unwrap();
+        cluster
+    }
 
-        let held = Arc::new(Held::default());
-        let metrics = Arc::new(Metrics::new());
-        let stop = CancellationToken::new();
+    /// Starts a source on `t` in `group` whose messages go to `held`.
+    fn start_source(
+        brokers: &str,
+        group: &str,
+        max_in_flight: usize,
+        held: &Arc<Held>,
+        metrics: &Arc<Metrics>,
+        stop: &CancellationToken,
+    ) -> std::thread::JoinHandle<Result<(), KafkaSourceError>> {
         let config: KafkaSourceConfig = yaml_serde::from_str(&format!(
-            "bootstrap_servers: {brokers}\ngroup_id: g-bound\nproperties: {{ session.timeout.ms: 6000, heartbeat.interval.ms: 1000 }}\n"
+            "bootstrap_servers: {brokers}\ngroup_id: {group}\nproperties: {{ session.timeout.ms: 6000, heartbeat.interval.ms: 500 }}\n"
         ))
         .unwrap();
-        let thread = KafkaSource {
+        KafkaSource {
             name: Arc::from("events"),
             config,
             topics: vec!["t".into()],
             limits: Limits {
-                max_in_flight: 10,
-                max_in_flight_per_partition: 10,
+                max_in_flight,
+                max_in_flight_per_partition: max_in_flight,
                 commit_interval: Duration::from_millis(50),
-                drain_timeout: Duration::from_secs(2),
+                drain_timeout: Duration::from_secs(1),
             },
             submit: held.clone(),
             metrics: metrics.clone(),
@@ -623,7 +639,17 @@ mod tests {
             stop: stop.clone(),
             abandon: CancellationToken::new(),
         }
-        .spawn();
+        .spawn()
+    }
+
+    #[test]
+    fn the_bound_holds_commits_wait_for_the_first_offset_and_a_failed_commit_is_retried() {
+        let cluster = cluster_with(1, 40);
+        let brokers = cluster.bootstrap_servers();
+        let held = Arc::new(Held::default());
+        let metrics = Arc::new(Metrics::new());
+        let stop = CancellationToken::new();
+        let thread = start_source(&brokers, "g-bound", 10, &held, &metrics, &stop);
 
         // The bound: ten read, nothing more while they are held.
         wait_until("ten messages", || held.len() == 10);
@@ -658,5 +684,64 @@ mod tests {
         stop.cancel();
         thread.join().unwrap().unwrap();
         assert_eq!(held.len(), 0);
+    }
+
+    #[test]
+    fn a_revoke_commits_what_is_final_and_later_acks_of_the_old_assignment_commit_nothing() {
+        let cluster = cluster_with(2, 20);
+        let brokers = cluster.bootstrap_servers();
+        let held = Arc::new(Held::default());
+        let metrics = Arc::new(Metrics::new());
+        let stop = CancellationToken::new();
+        let thread = start_source(&brokers, "g-revoke", 1000, &held, &metrics, &stop);
+        wait_until("both partitions read", || held.len() == 40);
+        // Offsets 0..5 of both partitions final; the rest held through the revoke.
+        held.finish(|o| o < 5);
+        wait_until("the first commit", || {
+            committed_on(&brokers, "g-revoke", 0) == Some(5)
+                && committed_on(&brokers, "g-revoke", 1) == Some(5)
+        });
+        let old: Vec<AckHandle> = lock(&held.0).drain(..).map(|(_, a)| a).collect();
+        assert_eq!(old.len(), 30);
+
+        // A second member joins: this one's partitions are revoked (eager protocol), drain
+        // for `drain_timeout` with 30 messages still held, and are reassigned.
+        let other: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "g-revoke")
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500")
+            .create()
+            .unwrap();
+        other.subscribe(&["t"]).unwrap();
+        let mut theirs = 0;
+        wait_until("the second member's assignment", || {
+            let _ = other.poll(Duration::from_millis(100));
+            theirs = other.assignment().map(|a| a.count()).unwrap_or(0);
+            theirs == 1
+        });
+        // The partition kept is read again from its commit (5): 15 messages, a new epoch.
+        wait_until("the kept partition re-read", || held.len() == 15);
+
+        // The old assignment's acknowledgements arrive now: nothing may be committed from them.
+        for ack in old {
+            ack.finish(Final::Delivered);
+        }
+        for _ in 0..10 {
+            let _ = other.poll(Duration::from_millis(100));
+        }
+        assert_eq!(committed_on(&brokers, "g-revoke", 0), Some(5));
+        assert_eq!(committed_on(&brokers, "g-revoke", 1), Some(5));
+
+        // The re-read messages, finished, commit the kept partition to its end.
+        held.finish(|_| true);
+        wait_until("the kept partition committed to the end", || {
+            let _ = other.poll(Duration::from_millis(50));
+            let c = [0, 1].map(|p| committed_on(&brokers, "g-revoke", p));
+            c.contains(&Some(20)) && c.contains(&Some(5))
+        });
+        stop.cancel();
+        thread.join().unwrap().unwrap();
     }
 }
