@@ -21,6 +21,26 @@ pub mod header {
     pub const RESPONSE: &str = "orceum.response";
     pub const ATTEMPTS: &str = "orceum.attempts";
     pub const FAILED_AT: &str = "orceum.failed_at";
+    /// `true` on the bounded form of a record its destination could not take whole.
+    pub const TRUNCATED: &str = "orceum.truncated";
+    /// Lowercase hex SHA-256 of the whole original payload (bounded records).
+    pub const PAYLOAD_SHA256: &str = "orceum.payload_sha256";
+    /// The whole original payload's length in bytes (bounded records).
+    pub const PAYLOAD_BYTES: &str = "orceum.payload_bytes";
+}
+
+/// What a bounded record keeps of the original: the payload's first bytes, and so many
+/// headers of so many bytes each. Small enough for any broker's smallest message limit.
+pub const BOUNDED_PAYLOAD_BYTES: usize = 4096;
+const BOUNDED_HEADERS: usize = 32;
+const BOUNDED_HEADER_BYTES: usize = 256;
+const BOUNDED_TEXT_BYTES: usize = 512;
+
+/// The whole payload's fingerprint on a bounded record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truncated {
+    pub sha256: String,
+    pub bytes: usize,
 }
 
 /// Everything a dead letter says about one failed message and route.
@@ -38,6 +58,8 @@ pub struct DeadLetterRecord {
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
     pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// Set on the bounded form ([`DeadLetterRecord::bounded`]).
+    pub truncated: Option<Truncated>,
 }
 
 /// Why a dead letter could not be written (the write is retried).
@@ -46,6 +68,9 @@ pub struct DeadLetterRecord {
 pub struct DeadLetterError {
     pub destination: String,
     pub reason: String,
+    /// The destination cannot take a record this large (Kafka `message.max.bytes`, NATS
+    /// `max_payload`): retrying the same record can never succeed.
+    pub too_large: bool,
 }
 
 impl DeadLetterRecord {
@@ -64,11 +89,62 @@ impl DeadLetterRecord {
             h.push((header::RESPONSE, r.clone()));
         }
         h.push((header::ATTEMPTS, self.attempts.to_string()));
+        if let Some(t) = &self.truncated {
+            h.push((header::TRUNCATED, "true".into()));
+            h.push((header::PAYLOAD_SHA256, t.sha256.clone()));
+            h.push((header::PAYLOAD_BYTES, t.bytes.to_string()));
+        }
         h.push((
             header::FAILED_AT,
             crate::orceum::event::format_timestamp(chrono::Utc::now()),
         ));
         h
+    }
+}
+
+impl DeadLetterRecord {
+    /// The bounded form of this record, for a destination that cannot take it whole: the same
+    /// coordinates, route and reason, the payload's first [`BOUNDED_PAYLOAD_BYTES`] with the
+    /// whole payload's SHA-256 and length, and the first headers, each cut short.
+    pub fn bounded(&self) -> DeadLetterRecord {
+        use sha2::Digest;
+        let cut = |b: &[u8], n: usize| b[..b.len().min(n)].to_vec();
+        let cut_text = |t: &str, n: usize| {
+            let mut end = t.len().min(n);
+            while !t.is_char_boundary(end) {
+                end -= 1;
+            }
+            t[..end].to_string()
+        };
+        DeadLetterRecord {
+            route: self.route.clone(),
+            kind: self.kind.clone(),
+            reason: cut_text(&self.reason, BOUNDED_TEXT_BYTES),
+            coordinates: self.coordinates.clone(),
+            status: self.status,
+            response_excerpt: self
+                .response_excerpt
+                .as_deref()
+                .map(|r| cut_text(r, BOUNDED_HEADER_BYTES)),
+            attempts: self.attempts,
+            key: self.key.as_deref().map(|k| cut(k, BOUNDED_HEADER_BYTES)),
+            payload: cut(&self.payload, BOUNDED_PAYLOAD_BYTES),
+            headers: self
+                .headers
+                .iter()
+                .take(BOUNDED_HEADERS)
+                .map(|(k, v)| {
+                    (
+                        cut_text(k, BOUNDED_HEADER_BYTES),
+                        v.as_deref().map(|v| cut(v, BOUNDED_HEADER_BYTES)),
+                    )
+                })
+                .collect(),
+            truncated: Some(Truncated {
+                sha256: hex::encode(sha2::Sha256::digest(&self.payload)),
+                bytes: self.payload.len(),
+            }),
+        }
     }
 }
 
@@ -125,4 +201,43 @@ pub struct Stored {
     pub payload: Vec<u8>,
     pub key: Option<Vec<u8>>,
     pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bounded_form_keeps_the_coordinates_and_fingerprints_the_payload() {
+        let rec = DeadLetterRecord {
+            route: "r".into(),
+            kind: "not_json".into(),
+            reason: "é".repeat(1000),
+            coordinates: "kafka:t/0@7".into(),
+            status: None,
+            response_excerpt: None,
+            attempts: 0,
+            key: Some(b"k".to_vec()),
+            payload: vec![b'x'; 100_000],
+            headers: (0..100)
+                .map(|i| (format!("h{i}"), Some(vec![b'v'; 1000])))
+                .collect(),
+            truncated: None,
+        };
+        let b = rec.bounded();
+        assert_eq!(b.payload.len(), BOUNDED_PAYLOAD_BYTES);
+        assert_eq!(b.headers.len(), BOUNDED_HEADERS);
+        assert!(b
+            .headers
+            .iter()
+            .all(|(_, v)| v.as_ref().unwrap().len() == BOUNDED_HEADER_BYTES));
+        assert!(b.reason.len() <= BOUNDED_TEXT_BYTES);
+        assert_eq!(b.coordinates, "kafka:t/0@7");
+        let h = b.describing_headers();
+        let get = |n: &str| h.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone());
+        assert_eq!(get(header::TRUNCATED).as_deref(), Some("true"));
+        assert_eq!(get(header::PAYLOAD_BYTES).as_deref(), Some("100000"));
+        assert_eq!(get(header::PAYLOAD_SHA256).map(|s| s.len()), Some(64));
+        assert_eq!(get(header::SOURCE).as_deref(), Some("kafka:t/0@7"));
+    }
 }

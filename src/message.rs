@@ -13,6 +13,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// Where a message came from: enough to trace it and to commit it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +145,12 @@ pub trait Acknowledge: Send + 'static {
     fn abandon(self: Box<Self>) {}
     /// The message is still being worked on (long retries); keeps redelivery away.
     fn in_progress(&self) {}
+    /// A token cancelled once this process will no longer finish the message (its Kafka
+    /// partition was revoked, or the bridge is abandoning work): whoever holds it stops then.
+    /// `None`: only the bridge-wide abandon applies.
+    fn stop_token(&self) -> Option<CancellationToken> {
+        None
+    }
 }
 
 /// The engine's handle on one message's acknowledgement. Dropping it unfinished abandons it.
@@ -169,6 +176,11 @@ impl AckHandle {
         if let Some(ack) = &self.0 {
             ack.in_progress();
         }
+    }
+
+    /// See [`Acknowledge::stop_token`].
+    pub fn stop_token(&self) -> Option<CancellationToken> {
+        self.0.as_ref().and_then(|a| a.stop_token())
     }
 }
 

@@ -21,6 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// How long sources get, after the drain deadline, to commit what is final and stop.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// Why `run` could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -205,9 +208,17 @@ pub async fn run_with(
     let sources_result = tokio::select! {
         r = &mut drained => r,
         _ = &mut deadline => {
-            // Tell the sources and lanes to give up; the sources commit what is final.
+            // Tell the sources and lanes to give up; the sources commit what is final. Bounded
+            // too: a source stuck on an unreachable broker (a commit to a dead coordinator, a
+            // NATS reconnect) must not keep the process from exiting.
             abandon.cancel();
-            drained.await
+            match tokio::time::timeout(STOP_GRACE, &mut drained).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::error!(grace = ?STOP_GRACE, "sources did not stop within the grace after the drain deadline (a broker unreachable?); exiting without them: what they had not committed is redelivered");
+                    Ok(())
+                }
+            }
         }
     };
     abandon.cancel();

@@ -74,10 +74,23 @@ impl DeliveryContext {
         let coordinates = job.msg.origin.coordinates();
         let mut tries = self.retry.start();
         let mut pushes = 0u32;
+        // The bridge giving up, or this message's partition revoked: either way the work
+        // stops at its next wait and the part is dropped unfinished (never committed), so a
+        // revoked partition leaves no orphan retrying here.
+        let stop = job
+            .part
+            .stop_token()
+            .cloned()
+            .unwrap_or_else(|| self.abandon.clone());
+        let mut probe = None;
         loop {
-            if !lane.wait_turn(self).await {
+            if stop.is_cancelled() || !lane.wait_turn(self, &stop).await {
                 return; // the part is dropped unfinished: not committed
             }
+            probe = match lane.admit(&stop, probe.take()).await {
+                Ok(p) => p,
+                Err(()) => return,
+            };
             pushes += 1;
             let t0 = Instant::now();
             let result = self.client.push(app, job.body.clone()).await;
@@ -98,6 +111,15 @@ impl DeliveryContext {
                 .push_duration
                 .observe(t0.elapsed().as_secs_f64());
             let outcome = classify(&result, &self.retryable_statuses);
+            match &outcome {
+                Outcome::Delivered | Outcome::Rejected { .. } => lane.answered(),
+                Outcome::Transient { .. } => lane.failed(),
+                Outcome::Throttled { .. } | Outcome::Unauthorized | Outcome::Redirected { .. } => {}
+            }
+            if !matches!(outcome, Outcome::Transient { .. }) {
+                // Only a transient failure keeps this event the lane's prober.
+                probe = None;
+            }
             match &outcome {
                 Outcome::Delivered => {
                     lane.metrics.delivered(job.priority).inc();
@@ -173,14 +195,14 @@ impl DeliveryContext {
             job.part.in_progress();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = self.abandon.cancelled() => return,
+                _ = stop.cancelled() => return,
             }
         }
     }
 
     /// Writes a dead letter, retrying until the destination acknowledges it; only then is the
     /// message final.
-    pub async fn write_dead_letter(&self, record: DeadLetterRecord, part: Part) {
+    pub async fn write_dead_letter(&self, mut record: DeadLetterRecord, part: Part) {
         let mut tries = RetryPolicy::dead_letter_writes().start();
         loop {
             match self.dead_letter.write(&record).await {
@@ -200,6 +222,13 @@ impl DeliveryContext {
                     .emit(&self.metrics);
                     part.done(Final::DeadLettered);
                     return;
+                }
+                Err(e) if e.too_large && record.truncated.is_none() => {
+                    // The whole record can never be written: write its bounded form (the
+                    // coordinates, the reason, the first KiBs and the payload's SHA-256).
+                    tracing::error!(route = %record.route, source = %record.coordinates, error = %e,
+                        bytes = record.payload.len(), "the dead letter is too large for its destination; writing a bounded record instead (orceum.truncated)");
+                    record = record.bounded();
                 }
                 Err(e) => {
                     DeadLetterWriteFailed {
@@ -242,5 +271,6 @@ pub(super) fn record_for(
         key: msg.key.clone(),
         payload: msg.payload.clone(),
         headers: msg.headers.clone(),
+        truncated: None,
     }
 }

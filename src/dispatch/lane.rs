@@ -19,6 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// This app's series of the per-event metrics, looked up once: every event touches them, and
 /// a labelled lookup hashes the labels and takes a lock each time.
@@ -30,6 +31,8 @@ pub struct LaneMetrics {
     /// `events_delivered_total` by priority, in [`Priority::ALL`] order.
     delivered: [IntCounter; 4],
     pub end_to_end_latency: Histogram,
+    /// `app_probing`: 1 while the lane sends one probe at a time.
+    pub probing: IntGauge,
 }
 
 impl LaneMetrics {
@@ -44,6 +47,7 @@ impl LaneMetrics {
                     .with_label_values(&[app, p.as_str()])
             }),
             end_to_end_latency: metrics.end_to_end_latency.with_label_values(&[app]),
+            probing: metrics.app_probing.with_label_values(&[app]),
         }
     }
 
@@ -57,6 +61,31 @@ impl LaneMetrics {
     }
 }
 
+/// After this many transient failures in a row, an app's lane sends one probe at a time.
+pub const PROBE_AFTER_FAILURES: u32 = 5;
+
+/// The lane's circuit: closed (everyone pushes), or probing (one event at a time, the others
+/// wait for it to get through).
+#[derive(Debug, Default)]
+struct Circuit {
+    failures: u32,
+    probing: bool,
+    /// A prober is out (only while `probing`).
+    prober: bool,
+}
+
+/// The right to push while the lane is probing; dropping it lets the next event probe.
+pub struct ProbeGuard<'a> {
+    lane: &'a AppLane,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.lane.circuit).prober = false;
+        self.lane.circuit_changed.notify_waiters();
+    }
+}
+
 pub struct AppLane {
     pub app: App,
     pub metrics: LaneMetrics,
@@ -66,6 +95,8 @@ pub struct AppLane {
     /// Installations with a worker running, and the jobs waiting behind it.
     keys: Mutex<HashMap<String, VecDeque<Job>>>,
     ordering: Ordering,
+    circuit: Mutex<Circuit>,
+    circuit_changed: tokio::sync::Notify,
 }
 
 impl AppLane {
@@ -89,6 +120,8 @@ impl AppLane {
             paused_until: Mutex::new(None),
             keys: Mutex::new(HashMap::new()),
             ordering,
+            circuit: Mutex::new(Circuit::default()),
+            circuit_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -142,21 +175,22 @@ impl AppLane {
         self.metrics.in_flight.dec();
     }
 
-    /// Waits for this lane's pause and rate limit. False if the bridge is abandoning work.
-    pub async fn wait_turn(&self, ctx: &DeliveryContext) -> bool {
+    /// Waits for this lane's pause and rate limit. False once `stop` is cancelled (the bridge
+    /// abandons work, or the event's partition was revoked).
+    pub async fn wait_turn(&self, ctx: &DeliveryContext, stop: &CancellationToken) -> bool {
         let started = Instant::now();
         let ok = loop {
             let until = *lock(&self.paused_until);
             if let Some(until) = until.filter(|u| *u > Instant::now()) {
                 tokio::select! {
                     _ = tokio::time::sleep_until(until) => continue,
-                    _ = ctx.abandon.cancelled() => break false,
+                    _ = stop.cancelled() => break false,
                 }
             }
             if let Some(limiter) = &self.limiter {
                 tokio::select! {
                     _ = limiter.until_ready() => {}
-                    _ = ctx.abandon.cancelled() => break false,
+                    _ = stop.cancelled() => break false,
                 }
             }
             // A 429 may have paused the lane while this event waited for the limiter.
@@ -173,6 +207,66 @@ impl AppLane {
                 .inc_by(waited);
         }
         ok
+    }
+
+    /// While the lane probes, waits until this event may push: as the one prober (the guard,
+    /// kept across its retries), or once the lane has closed again (`None`). `Err` once `stop`
+    /// is cancelled. A failing app thus sees one request per backoff step, not one per held
+    /// event; a recovering one sees a trickle before it gets everything.
+    pub async fn admit<'a>(
+        &'a self,
+        stop: &CancellationToken,
+        held: Option<ProbeGuard<'a>>,
+    ) -> Result<Option<ProbeGuard<'a>>, ()> {
+        if held.is_some() {
+            return Ok(held);
+        }
+        loop {
+            let changed = self.circuit_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut c = lock(&self.circuit);
+                if !c.probing {
+                    return Ok(None);
+                }
+                if !c.prober {
+                    c.prober = true;
+                    return Ok(Some(ProbeGuard { lane: self }));
+                }
+            }
+            tokio::select! {
+                _ = changed => {}
+                _ = stop.cancelled() => return Err(()),
+            }
+        }
+    }
+
+    /// Orceum answered (2xx, or a final 4xx): the app is reachable; a probing lane closes.
+    pub fn answered(&self) {
+        let mut c = lock(&self.circuit);
+        c.failures = 0;
+        if c.probing {
+            c.probing = false;
+            drop(c);
+            self.metrics.probing.set(0);
+            tracing::info!(app = %self.app.name, "Orceum answers again: the app's lane resumes at full concurrency");
+            self.circuit_changed.notify_waiters();
+        }
+    }
+
+    /// A transient failure (5xx, timeout, connection error): enough in a row open the probe.
+    pub fn failed(&self) {
+        let mut c = lock(&self.circuit);
+        c.failures = c.failures.saturating_add(1);
+        if !c.probing && c.failures >= PROBE_AFTER_FAILURES {
+            c.probing = true;
+            let failures = c.failures;
+            drop(c);
+            self.metrics.probing.set(1);
+            tracing::warn!(app = %self.app.name, failures,
+                "Orceum keeps failing for this app: sending one probe at a time until it answers");
+        }
     }
 
     /// A 429 pauses the whole lane: every event of this app waits until `until`.

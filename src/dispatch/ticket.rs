@@ -8,8 +8,11 @@ use crate::message::{AckHandle, Final};
 use crate::sync::lock;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
 
 struct Shared {
+    /// The message's stop token (see `Acknowledge::stop_token`), read once at the split.
+    stop: Option<CancellationToken>,
     remaining: AtomicUsize,
     /// The strongest outcome so far: 0 skipped, 1 delivered, 2 dead-lettered.
     worst: AtomicU8,
@@ -25,6 +28,7 @@ pub struct Part {
 /// Splits `ack` into `n` parts (`n ≥ 1`).
 pub fn split(ack: AckHandle, n: usize) -> Vec<Part> {
     let shared = Arc::new(Shared {
+        stop: ack.stop_token(),
         remaining: AtomicUsize::new(n.max(1)),
         worst: AtomicU8::new(0),
         ack: Mutex::new(Some(ack)),
@@ -64,6 +68,12 @@ impl Part {
         if let Some(ack) = lock(&self.shared.ack).as_ref() {
             ack.in_progress();
         }
+    }
+
+    /// Cancelled once this process will no longer finish the message (partition revoked);
+    /// `None` if only the bridge-wide abandon applies.
+    pub fn stop_token(&self) -> Option<&CancellationToken> {
+        self.shared.stop.as_ref()
     }
 
     fn take_ack(&self) -> Option<AckHandle> {

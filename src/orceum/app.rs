@@ -173,4 +173,51 @@ mod tests {
         assert!(err.contains("whs_"), "{err}");
         assert!(!err.contains("sk_live_abc"), "{err}");
     }
+
+    #[test]
+    fn a_file_swapped_while_it_is_read_is_picked_up_on_the_next_refresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        std::fs::write(&path, "whs_one").unwrap();
+        let set_mtime = |p: &PathBuf, secs: u64| {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+                .unwrap()
+        };
+        set_mtime(&path, 1_000);
+        let s = AppSecret::rotating(
+            "whs_one".to_string().into(),
+            path.clone(),
+            Arc::new(|| Err("unused".into())),
+        )
+        .unwrap();
+        // The rotation: the reader returns the content it saw (whs_two), and right after it
+        // read, the file is swapped again (whs_three, a newer mtime). The refresh must not
+        // store whs_two under whs_three's mtime, or whs_three would never be read.
+        let p = path.clone();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c = calls.clone();
+        let reload: Reload = Arc::new(move || {
+            let n = c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let seen = std::fs::read_to_string(&p).unwrap();
+            if n == 0 {
+                std::fs::write(&p, "whs_three").unwrap();
+                set_mtime(&p, 3_000);
+            }
+            Ok(SecretString::from(seen.trim().to_string()))
+        });
+        let s = AppSecret {
+            file: Some((path.clone(), reload)),
+            ..s
+        };
+        std::fs::write(&path, "whs_two").unwrap();
+        set_mtime(&path, 2_000);
+        assert!(s.refresh().unwrap());
+        assert_eq!(s.with_exposed(str::to_string), "whs_two");
+        assert!(s.refresh().unwrap(), "the second swap went unnoticed");
+        assert_eq!(s.with_exposed(str::to_string), "whs_three");
+    }
 }

@@ -20,6 +20,7 @@ pub struct Metrics {
     pub skipped: IntCounterVec,
     pub rate_limit_wait: prometheus::CounterVec,
     pub in_flight: IntGaugeVec,
+    pub app_probing: IntGaugeVec,
     pub uncommitted: IntGauge,
     pub committed_offset: IntGaugeVec,
     pub consumer_lag: IntGaugeVec,
@@ -144,6 +145,12 @@ impl Metrics {
                 &["route", "reason"],
             ),
             rate_limit_wait,
+            app_probing: gauge(
+                &r,
+                "app_probing",
+                "1 while the app's lane sends one probe at a time after repeated transient failures.",
+                &["app"],
+            ),
             in_flight: gauge(
                 &r,
                 "in_flight_events",

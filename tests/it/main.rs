@@ -6,6 +6,7 @@
 //! - `chaos_kafka`: Orceum down or slow, SIGTERM/SIGKILL under load, a replica or broker killed;
 //! - `cli`: `check` and `render` as a user meets them (errors with paths, redacted secrets);
 //! - `deploy_metrics`: the dashboard and alert rules only use metrics the binary exports;
+//! - `engine`: the dispatcher driven through `Submit` with recording acknowledgements;
 //! - `kafka_crash`: the bridge SIGKILLed mid-stream and restarted; duplicates within bound;
 //! - `kafka_delivery`: end-to-end Kafka delivery, transient faults, poison messages, rate limits;
 //! - `kafka_faults`: broker down at start and Orceum unreachable, on the mock cluster;
@@ -30,6 +31,7 @@ mod bad_input;
 mod chaos_kafka;
 mod cli;
 mod deploy_metrics;
+mod engine;
 mod kafka_crash;
 mod kafka_delivery;
 mod kafka_faults;

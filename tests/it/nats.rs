@@ -543,3 +543,43 @@ async fn check_connect_reports_missing_streams_and_consumers_and_passes_once_the
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_with_the_nats_server_gone_is_bounded() {
+    let mut server = TestBroker::nats();
+    let url = server.url();
+    let name = unique("GONE").replace('-', "_");
+    {
+        let js = jetstream::new(client(&url).await);
+        create_stream(&js, &name, vec![format!("{name}.>")], true).await;
+        publish_js(&js, &format!("{name}.x"), &payloads(50, 5)).await;
+    }
+    // Orceum answers 503 to everything: the bridge holds every message it pulled.
+    let (sandbox, _stop) = start_sandbox(Faults {
+        rate_503: 1.0,
+        ..Faults::default()
+    })
+    .await;
+    let bridge = spawn_bridge(&nats_config(
+        &sandbox.base_url(),
+        &url,
+        &js_route("js", &name, "bridge", ""),
+        "  max_in_flight: 20\n  shutdown_timeout: 2s\n",
+    ));
+    let metrics = bridge.metrics().await;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            metrics.in_flight.with_label_values(&["a"]).get() > 0
+        })
+        .await,
+        "nothing held"
+    );
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    bridge.stop().await;
+    // shutdown_timeout (2 s) + the flush bound (2 s) + slack; it used to wait for a
+    // reconnect forever.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(20), "shutdown took {took:?}");
+}

@@ -158,6 +158,17 @@ impl InProcess {
         panic!("the bridge's health server did not start");
     }
 
+    /// The running bridge's metrics, once it has started.
+    pub async fn metrics(&self) -> Arc<Metrics> {
+        for _ in 0..100 {
+            if let Some(m) = self.metrics.lock().unwrap().clone() {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the bridge did not start");
+    }
+
     pub fn metrics_text(&self) -> String {
         self.metrics
             .lock()

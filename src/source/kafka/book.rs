@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Limits that decide when partitions pause.
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +36,9 @@ pub struct PartitionState {
     /// Which assignment this state belongs to: acknowledgements from an older one are ignored.
     pub epoch: u64,
     pub paused: bool,
+    /// Cancelled when the partition is released (revoked, or the bridge stops): the work
+    /// still held for it stops at its next wait instead of retrying as an orphan.
+    pub revoked: CancellationToken,
 }
 
 /// What [`Book::flow`] decided: partitions to pause and to resume in librdkafka.
@@ -65,25 +69,37 @@ impl Book {
         self.parts.values().any(|p| p.paused)
     }
 
-    /// Starts tracking a newly assigned partition, unpaused, under a new epoch.
-    pub fn assign(&mut self, tp: Tp) {
+    /// Starts tracking a newly assigned partition, unpaused, under a new epoch. Its revoke
+    /// token is a child of `abandon`: the bridge giving up work gives up this partition's too.
+    pub fn assign(&mut self, tp: Tp, abandon: &CancellationToken) {
         self.next_epoch += 1;
         let epoch = self.next_epoch;
-        self.parts.insert(
+        if let Some(old) = self.parts.insert(
             tp,
             PartitionState {
                 tracker: OffsetTracker::new(),
                 epoch,
                 paused: false,
+                revoked: abandon.child_token(),
             },
-        );
+        ) {
+            old.revoked.cancel();
+        }
     }
 
-    /// Registers a message just read; `None` if the partition is not (or no longer) owned.
-    pub fn track(&mut self, tp: &Tp, offset: i64) -> Option<u64> {
+    /// Forgets a partition no longer owned and stops the work still held for it.
+    pub fn release(&mut self, tp: &Tp) {
+        if let Some(p) = self.parts.remove(tp) {
+            p.revoked.cancel();
+        }
+    }
+
+    /// Registers a message just read: its epoch and revoke token; `None` if the partition is
+    /// not (or no longer) owned.
+    pub fn track(&mut self, tp: &Tp, offset: i64) -> Option<(u64, CancellationToken)> {
         let p = self.parts.get_mut(tp)?;
         p.tracker.track(offset);
-        Some(p.epoch)
+        Some((p.epoch, p.revoked.clone()))
     }
 
     /// Marks an offset final if it belongs to the current assignment of its partition.
@@ -184,6 +200,7 @@ pub struct KafkaAck {
     pub tp: Tp,
     pub offset: i64,
     pub epoch: u64,
+    pub revoked: CancellationToken,
 }
 
 impl Acknowledge for KafkaAck {
@@ -192,6 +209,10 @@ impl Acknowledge for KafkaAck {
         if self.book.waiting.load(Ordering::SeqCst) {
             self.book.acked.notify_one();
         }
+    }
+
+    fn stop_token(&self) -> Option<CancellationToken> {
+        Some(self.revoked.clone())
     }
 }
 
@@ -217,7 +238,7 @@ mod tests {
     fn book(held: &[i64]) -> Book {
         let mut b = Book::default();
         for (p, n) in held.iter().enumerate() {
-            b.assign(tp(p as i32));
+            b.assign(tp(p as i32), &CancellationToken::new());
             for o in 0..*n {
                 b.track(&tp(p as i32), o);
             }
@@ -285,9 +306,9 @@ mod tests {
         let shared = Arc::new(PartitionBook::default());
         let (old_epoch, held) = {
             let mut b = shared.lock();
-            b.assign(tp(0));
-            b.assign(tp(1));
-            let e = b.track(&tp(0), 0).unwrap();
+            b.assign(tp(0), &CancellationToken::new());
+            b.assign(tp(1), &CancellationToken::new());
+            let (e, _) = b.track(&tp(0), 0).unwrap();
             b.track(&tp(1), 0);
             (e, b.parts[&tp(1)].epoch)
         };
@@ -297,15 +318,16 @@ mod tests {
                 tp,
                 offset: 0,
                 epoch,
+                revoked: CancellationToken::new(),
             })
         };
         let (stale, revoked) = (ack(tp(0), old_epoch), ack(tp(1), held));
         {
             let mut b = shared.lock();
             // Partition 0 is revoked and assigned again (a new epoch); partition 1 is gone.
-            b.parts.remove(&tp(0));
-            b.parts.remove(&tp(1));
-            b.assign(tp(0));
+            b.release(&tp(0));
+            b.release(&tp(1));
+            b.assign(tp(0), &CancellationToken::new());
             b.track(&tp(0), 0);
         }
         stale.finish(Final::Delivered);
@@ -317,5 +339,23 @@ mod tests {
         );
         assert_eq!(b.unfinished(), 1);
         assert_eq!(b.acks, 2);
+    }
+
+    #[test]
+    fn releasing_a_partition_stops_the_work_held_for_it() {
+        let abandon = CancellationToken::new();
+        let mut b = Book::default();
+        b.assign(tp(0), &abandon);
+        b.assign(tp(1), &abandon);
+        let (_, held0) = b.track(&tp(0), 0).unwrap();
+        let (_, held1) = b.track(&tp(1), 0).unwrap();
+        b.release(&tp(0));
+        assert!(held0.is_cancelled(), "revoked partition's work must stop");
+        assert!(!held1.is_cancelled());
+        abandon.cancel();
+        assert!(
+            held1.is_cancelled(),
+            "the bridge-wide abandon reaches every partition"
+        );
     }
 }

@@ -117,7 +117,7 @@ impl ConsumerContext for Ctx {
             Rebalance::Assign(tpl) => {
                 let mut book = self.book.lock();
                 for e in tpl.elements() {
-                    book.assign((Arc::from(e.topic()), e.partition()));
+                    book.assign((Arc::from(e.topic()), e.partition()), &self.abandon);
                 }
                 self.metrics
                     .assigned_partitions
@@ -169,7 +169,7 @@ impl Ctx {
         commit_final(self, consumer, Some(revoked));
         let mut book = self.book.lock();
         for tp in revoked {
-            book.parts.remove(tp);
+            book.release(tp);
             let partition = tp.1.to_string();
             let _ = self
                 .metrics
@@ -452,7 +452,7 @@ impl KafkaSource {
         };
         let tp = (topic.clone(), m.partition());
         let offset = m.offset();
-        let Some(epoch) = book.lock().track(&tp, offset) else {
+        let Some((epoch, revoked)) = book.lock().track(&tp, offset) else {
             // Fetched before a revoke completed: not ours to process or commit.
             return;
         };
@@ -479,6 +479,7 @@ impl KafkaSource {
             tp,
             offset,
             epoch,
+            revoked,
         });
         self.submit.submit(msg, ack);
     }

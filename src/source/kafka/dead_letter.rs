@@ -5,6 +5,7 @@ use super::{client_config, KafkaSourceError};
 use crate::config::KafkaSourceConfig;
 use crate::dead_letter::{DeadLetterError, DeadLetterRecord, DeadLetterWriter};
 use futures::future::BoxFuture;
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::Duration;
@@ -64,6 +65,8 @@ impl DeadLetterWriter for KafkaDeadLetters {
                 .map(|_| ())
                 .map_err(|(e, _)| DeadLetterError {
                     destination: self.describe(),
+                    too_large: e.rdkafka_error_code()
+                        == Some(RDKafkaErrorCode::MessageSizeTooLarge),
                     reason: e.to_string(),
                 })
         })

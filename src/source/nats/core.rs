@@ -43,14 +43,17 @@ impl RouteLoop {
         tracing::info!(source = %self.source, route = %self.route.name, subjects = ?self.route.subjects,
             queue_group = ?self.route.queue_group, "subscribed (core NATS: at-most-once across a crash)");
         loop {
-            let Some(permit) = self.slot().await else {
-                break;
-            };
+            // The slot is taken once a message is here: an idle subscription holds none. Until
+            // then messages wait in the client's subscription buffer (SUBSCRIPTION_CAPACITY
+            // messages; past it the server drops them for a slow consumer, logged).
             let next = tokio::select! {
                 m = subs.next() => m,
                 _ = self.stop.cancelled() => None,
             };
             let Some((pattern, m)) = next else { break };
+            let Some(permit) = self.slot().await else {
+                break;
+            };
             let msg = Message {
                 source: self.source.clone(),
                 origin: Origin::Nats {

@@ -36,6 +36,12 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+/// Messages a subscription buffers in the client before the engine takes them (async-nats's
+/// default is 65,536 per subscription, counted in messages, not bytes: with large messages
+/// that alone was a gigabyte). Core NATS is at-most-once: past this the server drops
+/// messages for the slow consumer, which is logged.
+pub const SUBSCRIPTION_CAPACITY: usize = 512;
+
 #[derive(Debug, thiserror::Error)]
 pub enum NatsSourceError {
     #[error("sources.{source_name}.nats: {reason}")]
@@ -63,6 +69,7 @@ pub async fn connect(
         .name(&cfg.name)
         .retry_on_initial_connect()
         .max_reconnects(None::<usize>)
+        .subscription_capacity(SUBSCRIPTION_CAPACITY)
         .connection_timeout(Duration::from_secs(5));
     if let Some(path) = &cfg.credentials_file {
         opts = opts
@@ -174,7 +181,13 @@ impl NatsSource {
                 let _ = tokio::time::timeout(Duration::from_secs(2), slots.acquire_many(all)).await;
             }
         }
-        let _ = client.flush().await;
+        // Bounded: with the server gone, a flush waits for a reconnect that may never come.
+        if tokio::time::timeout(Duration::from_secs(2), client.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!(source = %self.name, "NATS unreachable at shutdown; acknowledgements not yet sent are redelivered after ack_wait");
+        }
         self.ready.store(false, Ordering::Relaxed);
         tracing::info!(source = %self.name, "NATS source stopped");
         Ok(())
