@@ -1,23 +1,38 @@
-//! The contiguous-offset tracker: what may be committed for one partition.
+//! The contiguous-offset tracker: what may be committed for one partition, and which offsets
+//! beyond that are already final (the offset map a commit carries in its metadata).
 //!
 //! Requests finish out of order. The tracker only ever offers an offset to commit when every
 //! message read below it has a final outcome: it never commits past an unfinished offset (the
 //! "high-watermark" bug of other bridges). It is ours: no crate commits contiguous offsets for
-//! rdkafka. Kafka offsets may have gaps (compaction, transaction markers), so "contiguous" means
-//! contiguous among the offsets actually read, not `n, n+1, …`.
+//! rdkafka. Kafka offsets may have gaps (compaction, transaction markers): an offset that was
+//! never read cannot be unfinished, so the commit point is the first *read* offset still
+//! unfinished (or one past the last read).
+//!
+//! Two bits per offset between the last commit and the last read (read, unfinished), in 64-bit
+//! words: a window of 100,000 uncommitted offsets costs 25 KB, and a message already final
+//! costs its bits, nothing more.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
-    /// Offsets read, in order, with whether each is finished. Front = oldest unfinished.
-    pending: BTreeMap<i64, bool>,
-    /// Finished offsets in the final prefix that are not committed yet.
-    final_uncommitted: VecDeque<i64>,
-    /// The next offset to commit (highest contiguous finished + 1), once anything finished.
-    frontier: Option<i64>,
+    /// The offset of bit 0 of the first word (a multiple of 64).
+    base: i64,
+    /// Offsets read and not yet committed.
+    read: VecDeque<u64>,
+    /// Offsets read whose outcome is not final.
+    open: VecDeque<u64>,
+    unfinished: usize,
+    uncommitted: usize,
+    /// The first offset read (before anything is committed) and the last.
+    first_read: Option<i64>,
+    last_read: Option<i64>,
     /// The last offset handed to a commit.
     committed: Option<i64>,
+}
+
+fn bit(index: usize) -> (usize, u64) {
+    (index / 64, 1u64 << (index % 64))
 }
 
 impl OffsetTracker {
@@ -25,52 +40,129 @@ impl OffsetTracker {
         Self::default()
     }
 
-    /// A message at `offset` was read and is now in flight.
+    fn index(&self, offset: i64) -> Option<usize> {
+        usize::try_from(offset.checked_sub(self.base)?).ok()
+    }
+
+    /// A message at `offset` was read and is now in flight. Offsets arrive in increasing order
+    /// (one partition); one below what was already committed is ignored.
     pub fn track(&mut self, offset: i64) {
-        self.pending.insert(offset, false);
+        if self.first_read.is_none() {
+            self.base = offset - offset.rem_euclid(64);
+            self.first_read = Some(offset);
+        }
+        if self.committed.is_some_and(|c| offset < c) {
+            return;
+        }
+        let Some(i) = self.index(offset) else { return };
+        let (w, m) = bit(i);
+        while self.read.len() <= w {
+            self.read.push_back(0);
+            self.open.push_back(0);
+        }
+        if self.read[w] & m == 0 {
+            self.read[w] |= m;
+            self.open[w] |= m;
+            self.unfinished += 1;
+            self.uncommitted += 1;
+        }
+        self.last_read = Some(self.last_read.map_or(offset, |l| l.max(offset)));
     }
 
     /// The message at `offset` has a final outcome. Unknown offsets are ignored (a stale
     /// acknowledgement from before a revoke, say).
     pub fn finish(&mut self, offset: i64) {
-        if let Some(done) = self.pending.get_mut(&offset) {
-            *done = true;
-        }
-        while let Some(entry) = self.pending.first_entry() {
-            if !*entry.get() {
-                break;
+        let Some(i) = self.index(offset) else { return };
+        let (w, m) = bit(i);
+        if let Some(word) = self.open.get_mut(w) {
+            if *word & m != 0 {
+                *word &= !m;
+                self.unfinished -= 1;
             }
-            let (off, _) = entry.remove_entry();
-            self.final_uncommitted.push_back(off);
-            self.frontier = Some(off + 1);
         }
     }
 
-    /// The offset to commit if it moved since the last commit: highest contiguous final + 1.
+    /// The first read offset still unfinished, or one past the last read.
+    fn frontier(&self) -> Option<i64> {
+        let last = self.last_read?;
+        for (w, word) in self.open.iter().enumerate() {
+            if *word != 0 {
+                return Some(self.base + (w * 64) as i64 + i64::from(word.trailing_zeros()));
+            }
+        }
+        Some(last + 1)
+    }
+
+    /// Where a commit would point now (whether or not it moved): the first unfinished read
+    /// offset, or one past the last read; `None` before anything was read.
+    pub fn commit_point(&self) -> Option<i64> {
+        self.frontier()
+    }
+
+    /// The offset to commit if it moved since the last commit (or since the first read).
     pub fn committable(&self) -> Option<i64> {
-        match (self.frontier, self.committed) {
-            (Some(f), Some(c)) if f <= c => None,
-            (f, _) => f,
-        }
+        let f = self.frontier()?;
+        let floor = self.committed.or(self.first_read)?;
+        (f > floor).then_some(f)
     }
 
-    /// Records that `offset` was committed; the final messages below it stop counting.
+    /// Records that `offset` was committed; the read offsets below it stop counting.
     pub fn committed(&mut self, offset: i64) {
-        self.committed = Some(self.committed.map_or(offset, |c| c.max(offset)));
-        while self.final_uncommitted.front().is_some_and(|&o| o < offset) {
-            self.final_uncommitted.pop_front();
+        let offset = self.committed.map_or(offset, |c| c.max(offset));
+        self.committed = Some(offset);
+        // Clear the read bits below the commit, then drop the words wholly below it.
+        let upto = self.index(offset).unwrap_or(0);
+        for w in 0..self.read.len().min(upto.div_ceil(64)) {
+            let below = if (w + 1) * 64 <= upto {
+                u64::MAX
+            } else {
+                (1u64 << (upto % 64)) - 1
+            };
+            let cleared = self.read[w] & below;
+            self.uncommitted -= cleared.count_ones() as usize;
+            self.read[w] &= !below;
+            self.open[w] &= !below;
+        }
+        while self.read.len() > 1 && self.base + 64 <= offset {
+            self.read.pop_front();
+            self.open.pop_front();
+            self.base += 64;
         }
     }
 
-    /// Messages read and not yet committed: the partition's share of the in-flight bound,
-    /// and an upper bound on what a crash right now could deliver twice.
+    /// Messages read and not yet committed: the partition's uncommitted window, and an upper
+    /// bound on what a crash right now could deliver twice without an offset map.
     pub fn uncommitted(&self) -> usize {
-        self.pending.len() + self.final_uncommitted.len()
+        self.uncommitted
     }
 
-    /// Messages read whose outcome is not final yet.
+    /// Messages read whose outcome is not final yet: what the engine holds for this partition.
     pub fn unfinished(&self) -> usize {
-        self.pending.values().filter(|done| !**done).count()
+        self.unfinished
+    }
+
+    /// The final offsets beyond the commit point, as runs `(first, count)` in increasing
+    /// order: the offset map a commit carries.
+    pub fn final_beyond(&self) -> Vec<(i64, u32)> {
+        let (Some(frontier), Some(last)) = (self.frontier(), self.last_read) else {
+            return Vec::new();
+        };
+        let mut runs: Vec<(i64, u32)> = Vec::new();
+        let mut o = frontier;
+        while o <= last {
+            let Some(i) = self.index(o) else { break };
+            let (w, m) = bit(i);
+            let is_final = self.read.get(w).is_some_and(|r| r & m != 0)
+                && self.open.get(w).is_some_and(|u| u & m == 0);
+            if is_final {
+                match runs.last_mut() {
+                    Some((start, n)) if *start + i64::from(*n) == o => *n += 1,
+                    _ => runs.push((o, 1)),
+                }
+            }
+            o += 1;
+        }
+        runs
     }
 }
 
@@ -106,7 +198,8 @@ mod tests {
         }
         t.finish(9);
         t.finish(5);
-        assert_eq!(t.committable(), Some(10));
+        // 6..8 and 10..19 were never read (compacted away): the first unfinished read is 20.
+        assert_eq!(t.committable(), Some(20));
     }
 
     proptest! {
@@ -129,7 +222,13 @@ mod tests {
                 done[i] = true;
                 t.finish(offsets[i]);
                 let prefix = done.iter().take_while(|d| **d).count();
-                let expected = if prefix == 0 { None } else { Some(offsets[prefix - 1] + 1) };
+                // The first unfinished read offset (never-read gaps cannot be unfinished),
+                // or one past the last read.
+                let expected = if prefix == 0 {
+                    None
+                } else {
+                    Some(offsets.get(prefix).copied().unwrap_or(offsets[offsets.len() - 1] + 1))
+                };
                 if let Some(c) = t.committable() {
                     prop_assert_eq!(Some(c), expected);
                     // Every offset below the commit is finished.
@@ -142,6 +241,15 @@ mod tests {
                     prop_assert_eq!(expected, last_commit);
                 }
                 prop_assert_eq!(t.uncommitted(), offsets.len() - prefix);
+                prop_assert_eq!(t.unfinished(), done.iter().filter(|d| !**d).count());
+                // The offset map holds exactly the finished offsets beyond the commit point.
+                let beyond: Vec<i64> = t
+                    .final_beyond()
+                    .iter()
+                    .flat_map(|(s, n)| (*s..*s + i64::from(*n)).collect::<Vec<_>>())
+                    .collect();
+                let want: Vec<i64> = offsets.iter().zip(&done).skip(prefix).filter(|(_, d)| **d).map(|(o, _)| *o).collect();
+                prop_assert_eq!(beyond, want);
             }
         }
     }

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub jetstream_ack_pending: IntGaugeVec,
     pub end_to_end_latency: HistogramVec,
     pub commit_failures: IntCounterVec,
+    pub offset_map_skipped: IntCounterVec,
     pub last_commit_latency: Histogram,
 }
 
@@ -200,6 +201,12 @@ impl Metrics {
                 "From the source timestamp to Orceum's 2xx.",
                 &["app"],
                 latency,
+            ),
+            offset_map_skipped: counter(
+                &r,
+                "offset_map_skipped_total",
+                "Messages read again after a restart or rebalance that the last commit's offset map named final: skipped, not pushed again.",
+                &["source"],
             ),
             commit_failures: counter(
                 &r,

@@ -10,10 +10,11 @@
 //! Guarantee: an acknowledgement from an earlier assignment of a partition (its `epoch`), or
 //! for a partition no longer owned, changes nothing: no commit is ever computed from it.
 
+use crate::commit::offset_map;
 use crate::commit::offsets::OffsetTracker;
 use crate::message::{Acknowledge, Final};
 use crate::sync::lock;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -39,6 +40,19 @@ pub struct PartitionState {
     /// Cancelled when the partition is released (revoked, or the bridge stops): the work
     /// still held for it stops at its next wait instead of retrying as an orphan.
     pub revoked: CancellationToken,
+    /// Final offsets beyond the committed frontier that the last commit's offset map named
+    /// (read back on assignment): skipped when read again, in increasing order.
+    skip: VecDeque<(i64, u32)>,
+    /// The offset map of the last commit sent for this partition.
+    last_map: String,
+}
+
+/// One partition's commit: the offset and its metadata (the offset map).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    pub tp: Tp,
+    pub offset: i64,
+    pub metadata: String,
 }
 
 /// What [`Book::flow`] decided: partitions to pause and to resume in librdkafka.
@@ -81,10 +95,41 @@ impl Book {
                 epoch,
                 paused: false,
                 revoked: abandon.child_token(),
+                skip: VecDeque::new(),
+                last_map: String::new(),
             },
         ) {
             old.revoked.cancel();
         }
+    }
+
+    /// The committed offset and metadata read back for a newly assigned partition: the final
+    /// offsets the metadata names are skipped when they are read again. Absent, foreign,
+    /// stale or corrupt metadata names none (plain at-least-once from the frontier).
+    pub fn restore(&mut self, tp: &Tp, committed: i64, metadata: &str) -> usize {
+        let Some(p) = self.parts.get_mut(tp) else {
+            return 0;
+        };
+        let runs = offset_map::decode(metadata, committed).unwrap_or_default();
+        let n = runs.iter().map(|(_, n)| *n as usize).sum();
+        p.skip = runs.into();
+        n
+    }
+
+    /// Whether `offset` was final before a restart (the offset map said so); such a message
+    /// is tracked as final at once, never handed to the engine again.
+    pub fn already_final(&mut self, tp: &Tp, offset: i64) -> bool {
+        let Some(p) = self.parts.get_mut(tp) else {
+            return false;
+        };
+        while let Some(&(start, n)) = p.skip.front() {
+            if offset >= start + i64::from(n) {
+                p.skip.pop_front();
+            } else {
+                return offset >= start;
+            }
+        }
+        false
     }
 
     /// Forgets a partition no longer owned and stops the work still held for it.
@@ -143,23 +188,39 @@ impl Book {
                 .any(|p| p.tracker.uncommitted() * 2 >= limits.max_in_flight_per_partition)
     }
 
-    /// The next commit point of every owned partition (or only of `only`) that has moved.
-    pub fn committable(&self, only: Option<&[Tp]>) -> Vec<(Tp, i64)> {
-        let mut out: Vec<(Tp, i64)> = self
+    /// The next commit of every owned partition (or only of `only`) whose frontier moved, or
+    /// whose offset map changed, since its last commit: the frontier, and in the metadata the
+    /// final offsets beyond it.
+    pub fn committable(&self, only: Option<&[Tp]>) -> Vec<Commit> {
+        let mut out: Vec<Commit> = self
             .parts
             .iter()
             .filter(|(tp, _)| only.is_none_or(|o| o.contains(tp)))
-            .filter_map(|(tp, p)| p.tracker.committable().map(|off| (tp.clone(), off)))
+            .filter_map(|(tp, p)| {
+                let moved = p.tracker.committable();
+                let offset = moved.or_else(|| p.tracker.commit_point())?;
+                let runs = p.tracker.final_beyond();
+                if moved.is_none() && runs.is_empty() {
+                    return None;
+                }
+                let metadata = offset_map::encode(offset, &runs, offset_map::MAX_METADATA_BYTES);
+                (moved.is_some() || metadata != p.last_map).then(|| Commit {
+                    tp: tp.clone(),
+                    offset,
+                    metadata,
+                })
+            })
             .collect();
-        out.sort();
+        out.sort_by(|a, b| a.tp.cmp(&b.tp));
         out
     }
 
     /// Records a successful commit (for the partitions still owned).
-    pub fn committed(&mut self, offsets: &[(Tp, i64)]) {
-        for (tp, off) in offsets {
-            if let Some(p) = self.parts.get_mut(tp) {
-                p.tracker.committed(*off);
+    pub fn committed(&mut self, commits: &[Commit]) {
+        for c in commits {
+            if let Some(p) = self.parts.get_mut(&c.tp) {
+                p.tracker.committed(c.offset);
+                p.last_map.clone_from(&c.metadata);
             }
         }
     }
@@ -278,7 +339,8 @@ mod tests {
         // Final but not committed: still counts against the bound.
         assert!(b.flow(&l).resume.is_empty());
         let c = b.committable(None);
-        assert_eq!(c, [(tp(0), 4)]);
+        assert_eq!(c.len(), 1);
+        assert_eq!((c[0].tp.clone(), c[0].offset), (tp(0), 4));
         b.committed(&c);
         assert_eq!(b.flow(&l).resume, [tp(0)]);
     }
@@ -296,9 +358,12 @@ mod tests {
         let epoch = b.parts[&tp(0)].epoch;
         b.finish(&tp(0), 1, epoch);
         b.finish(&tp(0), 2, epoch);
-        assert!(b.committable(None).is_empty(), "offset 0 still open");
+        // Offset 0 still open: the commit stays at 0, with 1 and 2 in its offset map.
+        let c = b.committable(None);
+        assert_eq!(c[0].offset, 0);
+        assert_eq!(offset_map::decode(&c[0].metadata, 0), Some(vec![(1, 2)]));
         b.finish(&tp(0), 0, epoch);
-        assert_eq!(b.committable(None), [(tp(0), 3)]);
+        assert_eq!(b.committable(None)[0].offset, 3);
     }
 
     #[test]
