@@ -165,11 +165,8 @@ fn apps(
     }
     for (name, app) in &file.apps {
         let path = format!("apps.{name}");
-        if app.app_id.trim().is_empty() || app.app_id.contains('/') {
-            errors.push(ConfigError::new(
-                format!("{path}.app_id"),
-                "must be a non-empty id without '/' (e.g. app_123)",
-            ));
+        if let Err(e) = check_app_id(&app.app_id) {
+            errors.push(ConfigError::new(format!("{path}.app_id"), e));
         }
         if let Some(rl) = app.rate_limit {
             if rl.per_second == 0 {
@@ -443,6 +440,25 @@ fn observability(file: &ConfigFile, errors: &mut Vec<ConfigError>) {
     }
 }
 
+/// An Orceum app id goes into the request path as one segment: letters, digits, `_` and `-`
+/// only (what Orceum ids look like), 1 to 128 of them. Anything else (`..`, `/`, `?`, `#`,
+/// spaces, CR/LF) would change the URL that is requested.
+pub fn check_app_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} is not an app id: use 1 to 128 letters, digits, '_' or '-' (e.g. app_123)",
+            id.chars().take(40).collect::<String>()
+        ))
+    }
+}
+
 pub(crate) fn keys<V>(map: &BTreeMap<String, V>) -> String {
     if map.is_empty() {
         "none".into()
@@ -547,6 +563,29 @@ delivery: { retry: { max_elapsed: none } }
         assert_eq!(errs.len(), 1);
         assert!(errs[0].path.starts_with("orceum"), "{errs:?}");
         assert!(errs[0].message.contains("timout"), "{errs:?}");
+    }
+
+    #[test]
+    fn app_ids_that_would_change_the_url_are_refused() {
+        for bad in [
+            "",
+            "..",
+            "a/b",
+            "a?q=1",
+            "a#x",
+            "a b",
+            "a\r\nX-Injected: 1",
+            "a%20b",
+            "a\\b",
+        ] {
+            assert!(check_app_id(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["app_123", "APP-1", "a"] {
+            assert!(check_app_id(good).is_ok(), "{good:?} refused");
+        }
+        let bad = GOOD.replace("app_id: app_1", "app_id: \"../events\"");
+        let errs = load_str(&bad, "t.yaml", env).unwrap_err().errors;
+        assert_eq!(errs[0].path, "apps.tasks.app_id", "{errs:?}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use orceum_bridge::tools::sandbox::{self, Faults, SandboxConfig};
 use orceum_bridge::{build, config};
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -248,21 +248,46 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let Some(bridge) = load_or_report(&config) else {
                 return Ok(ExitCode::from(1));
             };
+            // Read no more than a message may hold (+1, so an oversized one is reported as
+            // the engine would: too_large), whatever stdin or the file holds.
+            let limit = bridge.delivery.max_message_bytes as u64 + 1;
             let mut bytes = Vec::new();
             match input {
                 Some(p) if p.as_os_str() != "-" => {
-                    bytes =
-                        std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?
+                    std::fs::File::open(&p)
+                        .and_then(|f| f.take(limit).read_to_end(&mut bytes))
+                        .with_context(|| format!("cannot read {}", p.display()))?;
                 }
                 _ => {
                     std::io::stdin()
+                        .lock()
+                        .take(limit)
                         .read_to_end(&mut bytes)
                         .context("cannot read the sample message from stdin")?;
                 }
             }
-            let rendered = orceum_bridge::tools::render::render(&bridge, &route, &bytes, &meta)?;
-            print!("{rendered}");
-            Ok(ExitCode::from(rendered.exit_code() as u8))
+            let max = bridge.delivery.max_message_bytes;
+            let (verdict, code) = if bytes.len() > max {
+                // The rest was not read: say so rather than a made-up size.
+                (
+                    format!("DEAD-LETTER (too_large): message is more than {max} bytes, over delivery.max_message_bytes ({max})\n"),
+                    4,
+                )
+            } else {
+                let rendered =
+                    orceum_bridge::tools::render::render(&bridge, &route, &bytes, &meta)?;
+                (rendered.to_string(), rendered.exit_code())
+            };
+            let mut out = std::io::stdout().lock();
+            match write!(out, "{verdict}").and_then(|()| out.flush()) {
+                Ok(()) => {}
+                // `render … | head -1`: the reader has what it wanted.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    return Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => return Err(e).context("cannot write the rendered request"),
+            }
+            Ok(ExitCode::from(code as u8))
         }
         Command::Sandbox {
             listen,

@@ -130,10 +130,19 @@ pub struct NatsSourceConfig {
     pub password: Option<SecretSource>,
     #[serde(default)]
     pub tls: Option<NatsTlsConfig>,
+    /// Messages each subscription buffers in the client before the bridge takes them
+    /// (async-nats's own default is 65,536). Memory: up to this × the message size per
+    /// subscription; core NATS past it: the server drops messages for the slow consumer.
+    #[serde(default = "default_subscription_capacity")]
+    pub subscription_capacity: usize,
 }
 
 fn default_nats_name() -> String {
     "orceum-bridge".into()
+}
+
+fn default_subscription_capacity() -> usize {
+    4096
 }
 
 #[derive(Debug, Clone, Deserialize)]

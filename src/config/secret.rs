@@ -18,6 +18,10 @@ pub enum SecretError {
     },
     #[error("{origin} is empty")]
     Empty { origin: String },
+    #[error("secret file {path} is not a regular file (a FIFO, a device or a directory would hang or never end); point it at the mounted Secret's file")]
+    NotAFile { path: String },
+    #[error("secret file {path} is over {MAX_SECRET_FILE_BYTES} bytes; a secret is a short token")]
+    TooLarge { path: String },
 }
 
 /// Reads a secret: the environment variable's or the file's content, trimmed, not empty.
@@ -29,12 +33,7 @@ pub fn read_plain(
         SecretSource::Env(name) => {
             env(name).ok_or_else(|| SecretError::EnvMissing(name.clone()))?
         }
-        SecretSource::File(path) => {
-            std::fs::read_to_string(path).map_err(|source| SecretError::File {
-                path: path.display().to_string(),
-                source,
-            })?
-        }
+        SecretSource::File(path) => read_file(path)?,
     };
     let value = raw.trim();
     if value.is_empty() {
@@ -43,6 +42,37 @@ pub fn read_plain(
         });
     }
     Ok(SecretString::from(value.to_string()))
+}
+
+/// The most a secret file may hold.
+pub const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
+/// Reads a secret file: a regular file (symlinks followed, as Kubernetes mounts them) of at
+/// most [`MAX_SECRET_FILE_BYTES`], never a FIFO or device that would block or never end.
+fn read_file(path: &std::path::Path) -> Result<String, SecretError> {
+    use std::io::Read;
+    let shown = || path.display().to_string();
+    let io = |source| SecretError::File {
+        path: shown(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(SecretError::NotAFile { path: shown() });
+    }
+    if meta.len() > MAX_SECRET_FILE_BYTES {
+        return Err(SecretError::TooLarge { path: shown() });
+    }
+    let mut raw = String::new();
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_string(&mut raw)
+        .map_err(io)?;
+    if raw.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(SecretError::TooLarge { path: shown() });
+    }
+    Ok(raw)
 }
 
 /// Where a secret comes from, for errors: `environment variable X` / `secret file /p`.
@@ -69,6 +99,26 @@ mod tests {
         std::fs::write(&path, " \n").unwrap();
         let err = read_plain(&SecretSource::File(path), &none).unwrap_err();
         assert!(matches!(err, SecretError::Empty { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_fifo_a_device_or_a_huge_file_is_refused_without_reading_it() {
+        let none = |_: &str| None;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            let err = read_plain(&SecretSource::File(fifo), &none).unwrap_err();
+            assert!(matches!(err, SecretError::NotAFile { .. }), "{err}");
+        }
+        for dev in ["/dev/zero", "/dev/urandom"] {
+            let err = read_plain(&SecretSource::File(dev.into()), &none).unwrap_err();
+            assert!(matches!(err, SecretError::NotAFile { .. }), "{dev}: {err}");
+        }
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'a'; 70_000]).unwrap();
+        let err = read_plain(&SecretSource::File(big), &none).unwrap_err();
+        assert!(matches!(err, SecretError::TooLarge { .. }), "{err}");
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub type Reload = Arc<dyn Fn() -> Result<SecretString, String> + Send + Sync>;
 pub enum SecretError {
     #[error("{origin} does not start with whs_; Orceum webhook secrets look like whs_…")]
     Prefix { origin: String },
+    #[error("{origin} holds a character that cannot go into an HTTP header (space, control or non-ASCII); a webhook secret is whs_ followed by visible ASCII")]
+    NotHeaderSafe { origin: String },
     #[error("{0}")]
     Reload(String),
 }
@@ -47,14 +49,21 @@ impl fmt::Debug for AppSecret {
     }
 }
 
+/// `whs_` and visible ASCII only: the secret goes into a header as it is, so a space, CR/LF or
+/// anything else would fail every push (or split the header).
 fn checked(value: SecretString, origin: &str) -> Result<SecretString, SecretError> {
-    if value.expose_secret().starts_with("whs_") {
-        Ok(value)
-    } else {
-        Err(SecretError::Prefix {
+    let v = value.expose_secret();
+    if !v.starts_with("whs_") {
+        return Err(SecretError::Prefix {
             origin: origin.to_string(),
-        })
+        });
     }
+    if !v.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(SecretError::NotHeaderSafe {
+            origin: origin.to_string(),
+        });
+    }
+    Ok(value)
 }
 
 fn modified(path: &PathBuf) -> Option<SystemTime> {
@@ -163,6 +172,17 @@ mod tests {
             .unwrap();
         assert!(s.refresh().unwrap());
         assert_eq!(s.with_exposed(str::to_string), "whs_two");
+    }
+
+    #[test]
+    fn a_secret_that_cannot_go_into_a_header_is_refused_without_echoing_it() {
+        for bad in ["whs_a\r\nX-Evil: 1", "whs_a b", "whs_é"] {
+            let err = AppSecret::new(bad.to_string().into(), "environment variable X")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("HTTP header"), "{err}");
+            assert!(!err.contains("whs_a"), "{err}");
+        }
     }
 
     #[test]

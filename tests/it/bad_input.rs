@@ -91,7 +91,7 @@ fn bad_messages_are_dead_lettered_with_their_reason() {
         ("not UTF-8", vec![0xff, 0xfe, 0x00], "DEAD-LETTER (not_utf8)"),
         ("not JSON", b"hello".to_vec(), "DEAD-LETTER (not_json)"),
         ("JSON but not an object", b"[1,2,3]".to_vec(), "DEAD-LETTER (template_error)"),
-        ("too large", huge.into_bytes(), "DEAD-LETTER (too_large): message is 3"),
+        ("too large", huge.into_bytes(), "DEAD-LETTER (too_large): message is more than 2000 bytes"),
         ("deeply nested", deep.into_bytes(), "DEAD-LETTER (not_json): message is not JSON: recursion limit exceeded"),
         ("installation_id missing", br#"{"id":1}"#.to_vec(), "DEAD-LETTER (invalid_field): event.installation_id: must be a non-empty string, got null"),
         ("installation_id a number", br#"{"user":{"id":7},"id":1}"#.to_vec(), "event.installation_id: must be a non-empty string, got a number (7)"),

@@ -173,3 +173,35 @@ fn render_exit_codes_distinguish_skip_and_dead_letter() {
         "{text}"
     );
 }
+
+#[test]
+fn render_into_a_closed_pipe_exits_0_quietly_and_reads_no_more_than_a_message() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let (_d, path) = write(GOOD);
+    // stdout closed before anything is written (as `render … | head -c0` would): exit 0,
+    // no panic message.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orceum-bridge"))
+        .args(["render", "-c", &path, "--route", "task-completed"])
+        .env("CLI_SECRET", "whs_cli_secret_value")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    // More than max_message_bytes (1 MiB by default) on stdin, then the input is left open:
+    // render stops reading at the limit instead of reading (and holding) everything.
+    let mut stdin = child.stdin.take().unwrap();
+    let big = vec![b' '; 2 * 1024 * 1024];
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&big);
+        std::thread::sleep(std::time::Duration::from_secs(30));
+        drop(stdin);
+    });
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    drop(writer);
+}

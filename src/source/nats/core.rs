@@ -44,8 +44,8 @@ impl RouteLoop {
             queue_group = ?self.route.queue_group, "subscribed (core NATS: at-most-once across a crash)");
         loop {
             // The slot is taken once a message is here: an idle subscription holds none. Until
-            // then messages wait in the client's subscription buffer (SUBSCRIPTION_CAPACITY
-            // messages; past it the server drops them for a slow consumer, logged).
+            // then messages wait in the client's subscription buffer (`subscription_capacity`
+            // messages; past it they are dropped for a slow consumer, logged).
             let next = tokio::select! {
                 m = subs.next() => m,
                 _ = self.stop.cancelled() => None,

@@ -36,12 +36,6 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-/// Messages a subscription buffers in the client before the engine takes them (async-nats's
-/// default is 65,536 per subscription, counted in messages, not bytes: with large messages
-/// that alone was a gigabyte). Core NATS is at-most-once: past this the server drops
-/// messages for the slow consumer, which is logged.
-pub const SUBSCRIPTION_CAPACITY: usize = 512;
-
 #[derive(Debug, thiserror::Error)]
 pub enum NatsSourceError {
     #[error("sources.{source_name}.nats: {reason}")]
@@ -69,7 +63,9 @@ pub async fn connect(
         .name(&cfg.name)
         .retry_on_initial_connect()
         .max_reconnects(None::<usize>)
-        .subscription_capacity(SUBSCRIPTION_CAPACITY)
+        // Counted in messages, not bytes (async-nats's 65,536 default held a gigabyte of large
+        // messages): `subscription_capacity` bounds it; past it core NATS drops (logged).
+        .subscription_capacity(cfg.subscription_capacity.max(1))
         .connection_timeout(Duration::from_secs(5));
     if let Some(path) = &cfg.credentials_file {
         opts = opts
@@ -100,9 +96,11 @@ pub async fn connect(
         opts = opts.require_tls(tls.require_tls);
     }
     let name: Arc<str> = Arc::from(source_name);
+    let slow: Arc<std::sync::Mutex<Option<std::time::Instant>>> = Arc::default();
     opts = opts.event_callback(move |event| {
         let ready = ready.clone();
         let name = name.clone();
+        let slow_logged = slow.clone();
         async move {
             match event {
                 async_nats::Event::Connected => {
@@ -118,8 +116,14 @@ pub async fn connect(
                     }
                 }
                 async_nats::Event::SlowConsumer(sid) => {
-                    tracing::error!(source = %name, subscription = sid,
-                        "slow consumer: the server dropped core NATS messages (core NATS is at-most-once; use JetStream)")
+                    // One event per dropped message: say it once every few seconds.
+                    let now = std::time::Instant::now();
+                    let mut last = crate::sync::lock(&slow_logged);
+                    if last.is_none_or(|t| now.duration_since(t) > Duration::from_secs(5)) {
+                        *last = Some(now);
+                        tracing::error!(source = %name, subscription = sid,
+                            "slow consumer: core NATS messages dropped (the subscription buffer, sources.<name>.nats.subscription_capacity, is full; core NATS is at-most-once; use JetStream)")
+                    }
                 }
                 other => tracing::info!(source = %name, event = %other, "NATS connection event"),
             }
