@@ -7,6 +7,7 @@
 
 use crate::config::secret::{self, SecretError};
 use crate::config::*;
+use crate::dispatch::lane::AppLimits;
 use crate::orceum::app::{App, AppSecret, Reload};
 use crate::route::template::JqTemplate;
 use crate::route::{EventTemplate, Route};
@@ -20,8 +21,8 @@ use std::sync::Arc;
 pub struct Bridge {
     pub orceum: OrceumConfig,
     pub apps: BTreeMap<String, App>,
-    /// Each app's `rate_limit`, by app name (absent: unlimited).
-    pub rate_limits: BTreeMap<String, RateLimitConfig>,
+    /// Each app's rate limit and held budgets, by app name.
+    pub app_limits: BTreeMap<String, AppLimits>,
     pub sources: BTreeMap<String, SourceConfig>,
     pub routes: Vec<Arc<Route>>,
     pub delivery: DeliveryConfig,
@@ -110,14 +111,11 @@ pub fn validate_with(
     delivery(&file, &mut errors);
     dead_letter(&file, &mut errors);
     observability(&file, &mut errors);
+    let app_limits = app_limits(&file);
     if errors.is_empty() {
         Ok(Bridge {
             orceum: file.orceum,
-            rate_limits: file
-                .apps
-                .iter()
-                .filter_map(|(name, a)| a.rate_limit.map(|rl| (name.clone(), rl)))
-                .collect(),
+            app_limits,
             apps,
             sources: file.sources,
             routes,
@@ -197,6 +195,33 @@ fn apps(
         }
     }
     apps
+}
+
+/// Each app's rate limit and budgets. An app's default share is half of the bridge's bounds
+/// when there are several apps (one stuck app never holds more than half, so the others
+/// always have room), all of them for a single app.
+fn app_limits(file: &ConfigFile) -> BTreeMap<String, AppLimits> {
+    let d = &file.delivery;
+    let share = |total: usize| {
+        if file.apps.len() > 1 {
+            (total / 2).max(1)
+        } else {
+            total
+        }
+    };
+    file.apps
+        .iter()
+        .map(|(name, a)| {
+            let limits = AppLimits {
+                rate_limit: a.rate_limit,
+                max_in_flight: a.max_in_flight.unwrap_or_else(|| share(d.max_in_flight)),
+                max_in_flight_bytes: a
+                    .max_in_flight_bytes
+                    .unwrap_or_else(|| share(d.max_in_flight_bytes)),
+            };
+            (name.clone(), limits)
+        })
+        .collect()
 }
 
 /// An app's webhook secret: read from its variable or file, `whs_`-checked; a file secret is
@@ -341,6 +366,20 @@ fn delivery(file: &ConfigFile, errors: &mut Vec<ConfigError>) {
             "delivery.max_in_flight",
             "must be at least 1",
         ));
+    }
+    if d.max_uncommitted_per_partition == 0 || d.max_in_flight_bytes == 0 {
+        errors.push(ConfigError::new(
+            "delivery.max_uncommitted_per_partition",
+            "max_uncommitted_per_partition and max_in_flight_bytes must be at least 1",
+        ));
+    }
+    for (name, a) in &file.apps {
+        if a.max_in_flight == Some(0) || a.max_in_flight_bytes == Some(0) {
+            errors.push(ConfigError::new(
+                format!("apps.{name}.max_in_flight"),
+                "an app's max_in_flight and max_in_flight_bytes must be at least 1",
+            ));
+        }
     }
     if d.max_in_flight_per_partition == Some(0) {
         errors.push(ConfigError::new(
@@ -532,7 +571,12 @@ delivery: { retry: { max_elapsed: none } }
     fn a_good_config_loads_with_defaults() {
         let b = load_str(GOOD, "t.yaml", env).unwrap();
         assert_eq!(b.routes.len(), 1);
-        assert_eq!(b.delivery.max_in_flight, 256);
+        assert_eq!(b.delivery.max_in_flight, 2048);
+        assert_eq!(b.delivery.max_uncommitted_per_partition, 100_000);
+        assert_eq!(
+            b.app_limits["tasks"].max_in_flight, 2048,
+            "a single app gets it all"
+        );
         assert_eq!(b.delivery.retry.max_elapsed, None);
         assert!(b.summary().contains("1 route(s)"));
     }

@@ -109,6 +109,9 @@ enum Command {
         /// Event types answered 422 (repeatable).
         #[arg(long = "reject-event-type")]
         reject_event_types: Vec<String>,
+        /// App ids whose every push is answered 429 with --retry-after (repeatable).
+        #[arg(long = "throttle-app")]
+        throttle_apps: Vec<String>,
         /// Do not print each event.
         #[arg(long)]
         quiet: bool,
@@ -300,6 +303,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             latency,
             reject_installations,
             reject_event_types,
+            throttle_apps,
             quiet,
         } => {
             let mut app_map = HashMap::new();
@@ -323,6 +327,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     latency: latency.unwrap_or_default(),
                     reject_installations: reject_installations.into_iter().collect::<HashSet<_>>(),
                     reject_event_types: reject_event_types.into_iter().collect::<HashSet<_>>(),
+                    throttle_apps: throttle_apps.into_iter().collect::<HashSet<_>>(),
                 },
                 print: !quiet,
             };

@@ -221,10 +221,25 @@ impl Origin {
     }
 }
 
+/// What [`Submit::submit`] did with a message.
+pub enum Admission {
+    /// Taken: the engine holds it now and will finish (or abandon) its acknowledgement.
+    Accepted,
+    /// An app this message goes to holds all it may: the message comes back untouched, to be
+    /// submitted again (in order, before anything after it from the same partition) once
+    /// that app has room. `app` names it, for the metric and the log line.
+    Full {
+        msg: Message,
+        ack: AckHandle,
+        app: Arc<str>,
+    },
+}
+
 /// What a source hands every message to, in source order: the engine (`dispatch`), or a test
-/// double. `submit` never blocks; the source's own bounds keep the work it starts bounded.
+/// double. `submit` never blocks; the source's own bounds (and [`Admission::Full`]) keep the
+/// work it starts bounded.
 pub trait Submit: Send + Sync + 'static {
-    fn submit(&self, msg: Message, ack: AckHandle);
+    fn submit(&self, msg: Message, ack: AckHandle) -> Admission;
 }
 
 #[cfg(test)]

@@ -101,7 +101,7 @@ pub async fn run_with(
     let dispatcher = Arc::new(Dispatcher::new(
         bridge.routes.clone(),
         &bridge.apps,
-        &bridge.rate_limits,
+        &bridge.app_limits,
         &bridge.delivery,
         ctx.clone(),
     ));
@@ -135,9 +135,11 @@ pub async fn run_with(
                     topics,
                     limits: Limits {
                         max_in_flight: d.max_in_flight,
+                        max_in_flight_bytes: d.max_in_flight_bytes,
                         max_in_flight_per_partition: d
                             .max_in_flight_per_partition
                             .unwrap_or(d.max_in_flight),
+                        max_uncommitted_per_partition: d.max_uncommitted_per_partition,
                         commit_interval: d.commit_interval,
                         drain_timeout: d.shutdown_timeout,
                     },
@@ -160,6 +162,11 @@ pub async fn run_with(
                     config: nc.clone(),
                     routes,
                     max_in_flight: d.max_in_flight,
+                    app_budgets: bridge
+                        .app_limits
+                        .iter()
+                        .map(|(app, l)| (app.clone(), l.max_in_flight))
+                        .collect(),
                     submit: dispatcher.clone(),
                     ready: readiness.register(name),
                     stop: stop.clone(),

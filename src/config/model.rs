@@ -64,6 +64,16 @@ pub struct AppConfig {
     pub secret: SecretSource,
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
+    /// Events of this app the bridge may hold at once (queued, rate-limited, retrying);
+    /// default: half of `delivery.max_in_flight` when there are several apps, all of it
+    /// otherwise. At the budget, a partition whose next message is this app's pauses; other
+    /// apps' messages keep flowing until then.
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
+    /// The same budget in payload bytes; default: half of `delivery.max_in_flight_bytes` when
+    /// there are several apps, all of it otherwise.
+    #[serde(default)]
+    pub max_in_flight_bytes: Option<usize>,
 }
 
 /// Where a secret comes from. Never inline: a config file is not a secret store.
@@ -233,13 +243,21 @@ pub enum Ordering {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
-    /// Messages read but not yet committed, over all partitions. Bounds memory and the
-    /// duplicates a crash can cause.
+    /// Messages the bridge holds at once (read and not final: queued, rate-limited,
+    /// retrying), over all sources' partitions. Final messages cost only their offset's bits.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
-    /// The same bound for one partition; defaults to `max_in_flight`.
+    /// The same bound in payload bytes.
+    #[serde(default = "default_max_in_flight_bytes")]
+    pub max_in_flight_bytes: usize,
+    /// The held bound for one partition; defaults to `max_in_flight`.
     #[serde(default)]
     pub max_in_flight_per_partition: Option<usize>,
+    /// Kafka: messages read and not yet committed on one partition (the commit waits for the
+    /// oldest unfinished one). Past it the partition pauses. Without commit metadata on the
+    /// broker it also bounds what a crash delivers again.
+    #[serde(default = "default_max_uncommitted_per_partition")]
+    pub max_uncommitted_per_partition: usize,
     #[serde(default = "default_ordering")]
     pub ordering: Ordering,
     #[serde(default)]
@@ -257,7 +275,13 @@ pub struct DeliveryConfig {
 }
 
 fn default_max_in_flight() -> usize {
-    256
+    2048
+}
+fn default_max_in_flight_bytes() -> usize {
+    64 * 1024 * 1024
+}
+fn default_max_uncommitted_per_partition() -> usize {
+    100_000
 }
 fn default_ordering() -> Ordering {
     Ordering::Key
@@ -276,7 +300,9 @@ impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
             max_in_flight: default_max_in_flight(),
+            max_in_flight_bytes: default_max_in_flight_bytes(),
             max_in_flight_per_partition: None,
+            max_uncommitted_per_partition: default_max_uncommitted_per_partition(),
             ordering: default_ordering(),
             retry: RetryConfig::default(),
             shutdown_timeout: default_shutdown_timeout(),

@@ -17,6 +17,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use prometheus::{Histogram, IntCounter, IntGauge};
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -61,6 +62,65 @@ impl LaneMetrics {
     }
 }
 
+/// What one app's lane may do and hold.
+#[derive(Debug, Clone, Copy)]
+pub struct AppLimits {
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Events held at once (queued, rate-limited, retrying).
+    pub max_in_flight: usize,
+    /// The same in payload bytes.
+    pub max_in_flight_bytes: usize,
+}
+
+/// What the lane holds now, against its [`AppLimits`].
+#[derive(Debug, Default)]
+pub struct Budget {
+    max: usize,
+    max_bytes: usize,
+    held: AtomicUsize,
+    held_bytes: AtomicUsize,
+}
+
+impl Budget {
+    /// Room for one more event (of any size: one may go over the byte budget, as a message
+    /// is never split).
+    pub fn has_room(&self) -> bool {
+        self.held.load(AtomicOrdering::Acquire) < self.max
+            && self.held_bytes.load(AtomicOrdering::Acquire) < self.max_bytes
+    }
+
+    /// Counts one event of `bytes` as held until the guard drops (the event is final, or
+    /// given up).
+    pub fn hold(self: &Arc<Self>, bytes: usize) -> Held {
+        self.held.fetch_add(1, AtomicOrdering::AcqRel);
+        self.held_bytes.fetch_add(bytes, AtomicOrdering::AcqRel);
+        Held {
+            budget: self.clone(),
+            bytes,
+        }
+    }
+
+    pub fn held(&self) -> usize {
+        self.held.load(AtomicOrdering::Acquire)
+    }
+}
+
+/// One held event's share of its app's budget.
+#[derive(Debug)]
+pub struct Held {
+    budget: Arc<Budget>,
+    bytes: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(1, AtomicOrdering::AcqRel);
+        self.budget
+            .held_bytes
+            .fetch_sub(self.bytes, AtomicOrdering::AcqRel);
+    }
+}
+
 /// After this many transient failures in a row, an app's lane sends one probe at a time.
 pub const PROBE_AFTER_FAILURES: u32 = 5;
 
@@ -97,16 +157,12 @@ pub struct AppLane {
     ordering: Ordering,
     circuit: Mutex<Circuit>,
     circuit_changed: tokio::sync::Notify,
+    pub budget: Arc<Budget>,
 }
 
 impl AppLane {
-    pub fn new(
-        app: App,
-        rate_limit: Option<RateLimitConfig>,
-        ordering: Ordering,
-        metrics: &Metrics,
-    ) -> Self {
-        let limiter = rate_limit.and_then(|rl| {
+    pub fn new(app: App, limits: AppLimits, ordering: Ordering, metrics: &Metrics) -> Self {
+        let limiter = limits.rate_limit.and_then(|rl| {
             let rate = NonZeroU32::new(rl.per_second)?;
             let burst = rl.burst.and_then(NonZeroU32::new).unwrap_or(rate);
             Some(RateLimiter::direct(
@@ -122,6 +178,11 @@ impl AppLane {
             ordering,
             circuit: Mutex::new(Circuit::default()),
             circuit_changed: tokio::sync::Notify::new(),
+            budget: Arc::new(Budget {
+                max: limits.max_in_flight.max(1),
+                max_bytes: limits.max_in_flight_bytes.max(1),
+                ..Budget::default()
+            }),
         }
     }
 

@@ -15,15 +15,15 @@ pub mod ticket;
 
 pub use deliver::DeliveryContext;
 
-use crate::config::{DeliveryConfig, RateLimitConfig};
-use crate::message::{AckHandle, Final, Message, Submit};
+use crate::config::DeliveryConfig;
+use crate::message::{AckHandle, Admission, Final, Message, Submit};
 use crate::orceum::app::App;
 use crate::orceum::event::Priority;
 use crate::route::table::routes_for;
 use crate::route::{parse_payload, Mapped, Route};
 use crate::telemetry::events::Skipped;
 use deliver::record_for;
-use lane::AppLane;
+use lane::{AppLane, AppLimits};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use ticket::Part;
@@ -37,6 +37,8 @@ pub struct Job {
     /// The exact bytes signed and sent; shared by every attempt.
     pub body: bytes::Bytes,
     pub part: Part,
+    /// This event's share of its app's budget, released when the job is dropped.
+    pub held: lane::Held,
 }
 
 /// Routes messages from sources to app lanes.
@@ -52,7 +54,7 @@ impl Dispatcher {
     pub fn new(
         routes: Vec<Arc<Route>>,
         apps: &BTreeMap<String, App>,
-        rate_limits: &BTreeMap<String, RateLimitConfig>,
+        limits: &BTreeMap<String, AppLimits>,
         delivery: &DeliveryConfig,
         ctx: Arc<DeliveryContext>,
     ) -> Self {
@@ -61,7 +63,11 @@ impl Dispatcher {
             .map(|app| {
                 let lane = AppLane::new(
                     app.clone(),
-                    rate_limits.get(&app.name).copied(),
+                    limits.get(&app.name).copied().unwrap_or(AppLimits {
+                        rate_limit: None,
+                        max_in_flight: delivery.max_in_flight,
+                        max_in_flight_bytes: delivery.max_in_flight_bytes,
+                    }),
                     delivery.ordering,
                     &ctx.metrics,
                 );
@@ -84,25 +90,44 @@ impl Dispatcher {
 impl Submit for Dispatcher {
     /// Takes one message, in source order; never blocks. The source's in-flight bound is what
     /// keeps the work started here bounded.
-    fn submit(&self, msg: Message, ack: AckHandle) {
+    fn submit(&self, msg: Message, ack: AckHandle) -> Admission {
         let metrics = &self.ctx.metrics;
-        metrics
-            .messages_received
-            .with_label_values(&[&msg.source, msg.origin.channel()])
-            .inc();
         let routes: Vec<Arc<Route>> = routes_for(&self.routes, &msg).cloned().collect();
         if routes.is_empty() {
+            metrics
+                .messages_received
+                .with_label_values(&[&msg.source, msg.origin.channel()])
+                .inc();
             Skipped {
                 route: "",
                 reason: "no_route",
             }
             .emit(metrics);
             ack.finish(Final::Skipped);
-            return;
+            return Admission::Accepted;
         }
         let parsed = parse_payload(&msg.payload, self.max_message_bytes);
         let mapped: Vec<Mapped> = routes.iter().map(|r| r.map(&msg, &parsed)).collect();
         drop(parsed);
+        // Admission after mapping: only the apps this message really goes to (a filter may
+        // send it nowhere) decide whether it may come in. All or nothing, so a message is
+        // never half taken.
+        for (route, mapped) in routes.iter().zip(&mapped) {
+            if let (Mapped::Event(_), Some(lane)) = (mapped, self.lanes.get(&route.app)) {
+                if !lane.budget.has_room() {
+                    return Admission::Full {
+                        msg,
+                        ack,
+                        app: Arc::from(route.app.as_str()),
+                    };
+                }
+            }
+        }
+        metrics
+            .messages_received
+            .with_label_values(&[&msg.source, msg.origin.channel()])
+            .inc();
+        let bytes = msg.payload.len();
         let msg = Arc::new(msg);
         let parts = ticket::split(ack, routes.len());
         for ((route, mapped), part) in routes.into_iter().zip(mapped).zip(parts) {
@@ -119,6 +144,7 @@ impl Submit for Dispatcher {
                         route,
                         msg: msg.clone(),
                         part,
+                        held: lane.budget.hold(bytes),
                     };
                     lane.enqueue(job, &self.ctx);
                 }
@@ -137,5 +163,6 @@ impl Submit for Dispatcher {
                 }
             }
         }
+        Admission::Accepted
     }
 }

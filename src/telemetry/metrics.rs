@@ -31,6 +31,7 @@ pub struct Metrics {
     pub end_to_end_latency: HistogramVec,
     pub commit_failures: IntCounterVec,
     pub offset_map_skipped: IntCounterVec,
+    pub partitions_held_by_app: IntGaugeVec,
     pub last_commit_latency: Histogram,
 }
 
@@ -201,6 +202,12 @@ impl Metrics {
                 "From the source timestamp to Orceum's 2xx.",
                 &["app"],
                 latency,
+            ),
+            partitions_held_by_app: gauge(
+                &r,
+                "kafka_partitions_held_by_app",
+                "Partitions paused because their next message is for an app that holds its whole in-flight budget.",
+                &["source", "app"],
             ),
             offset_map_skipped: counter(
                 &r,

@@ -145,7 +145,7 @@ async fn orceum_slower_than_the_timeout_is_retried_without_piling_up() {
     let port = free_port();
     let max_in_flight = 50;
     let yaml = config(&sandbox.base_url(), &kafka_brokers(), &group, &route("all", &topic, "a", None),
-        &format!("  max_in_flight: {max_in_flight}\n  commit_interval: 200ms\n  retry: {{ initial_backoff: 50ms, max_backoff: 500ms }}\n"))
+        &format!("  max_in_flight: {max_in_flight}\n  max_uncommitted_per_partition: {}\n  commit_interval: 200ms\n  retry: {{ initial_backoff: 50ms, max_backoff: 500ms }}\n", max_in_flight / 3))
         .replace("timeout: 5s", "timeout: 1s")
         .replace("listen: \"127.0.0.1:0\"", &format!("listen: \"127.0.0.1:{port}\""));
     let (_dir, config_path, log) = config_file(&yaml);
@@ -213,7 +213,7 @@ async fn sigterm_under_load_exits_0_in_time_and_a_restart_redelivers_nothing() {
         &kafka_brokers(),
         &group,
         &route("all", &topic, "a", None),
-        "  max_in_flight: 100\n  commit_interval: 1s\n  shutdown_timeout: 10s\n",
+        "  max_in_flight: 100\n  max_uncommitted_per_partition: 33\n  commit_interval: 1s\n  shutdown_timeout: 10s\n",
     );
     let (_dir, config_path, log) = config_file(&yaml);
     let mut child = start_process(&config_path, &log);
@@ -265,7 +265,7 @@ async fn sigkill_every_few_seconds_ten_times_loses_nothing() {
     .await;
     let max_in_flight = 100;
     let yaml = config(&sandbox.base_url(), &kafka_brokers(), &group, &route("all", &topic, "a", None),
-        &format!("  max_in_flight: {max_in_flight}\n  commit_interval: 500ms\n  retry: {{ initial_backoff: 20ms, max_backoff: 200ms }}\n"));
+        &format!("  max_in_flight: {max_in_flight}\n  max_uncommitted_per_partition: {}\n  commit_interval: 500ms\n  retry: {{ initial_backoff: 20ms, max_backoff: 200ms }}\n", max_in_flight / 3));
     let (_dir, config_path, log) = config_file(&yaml);
     let mut kills = 0;
     while kills < 10 && seen(&sandbox).unique() < n {
@@ -318,7 +318,7 @@ async fn two_replicas_one_killed_its_partitions_move_and_nothing_is_lost() {
         &kafka_brokers(),
         &group,
         &route("all", &topic, "a", None),
-        &format!("  max_in_flight: {max_in_flight}\n  commit_interval: 500ms\n"),
+        &format!("  max_in_flight: {max_in_flight}\n  max_uncommitted_per_partition: {}\n  commit_interval: 500ms\n", max_in_flight / 4),
     );
     let (_dir, config_path, log) = config_file(&yaml);
     let mut one = start_process(&config_path, &log);
@@ -379,7 +379,7 @@ async fn a_broker_down_mid_stream_pauses_delivery_and_it_resumes_without_loss() 
         &brokers,
         "g-broker",
         &route("all", "orders", "a", None),
-        "  max_in_flight: 50\n  commit_interval: 200ms\n",
+        "  max_in_flight: 50\n  max_uncommitted_per_partition: 25\n  commit_interval: 200ms\n",
     ));
     assert!(wait_until(Duration::from_secs(30), || seen(&sandbox).unique() >= 200).await);
     cluster.broker_down(1).unwrap();

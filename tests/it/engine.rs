@@ -73,7 +73,7 @@ async fn a_revoked_partitions_held_events_stop_retrying_and_are_abandoned() {
     let engine = Dispatcher::new(
         bridge.routes.clone(),
         &bridge.apps,
-        &bridge.rate_limits,
+        &bridge.app_limits,
         &bridge.delivery,
         ctx.clone(),
     );
@@ -170,7 +170,7 @@ async fn a_dead_letter_too_large_for_its_topic_is_written_in_bounded_form_and_th
     let engine = Dispatcher::new(
         bridge.routes.clone(),
         &bridge.apps,
-        &bridge.rate_limits,
+        &bridge.app_limits,
         &bridge.delivery,
         ctx,
     );
@@ -242,7 +242,7 @@ async fn a_failing_app_is_probed_one_request_at_a_time_then_gets_everything() {
     let engine = Dispatcher::new(
         bridge.routes.clone(),
         &bridge.apps,
-        &bridge.rate_limits,
+        &bridge.app_limits,
         &bridge.delivery,
         ctx,
     );

@@ -29,7 +29,8 @@ async fn sigkill_three_times_loses_nothing_and_duplicates_stay_within_the_in_fli
         &group,
         &route("all", &topic, "a", None),
         &format!(
-            "  max_in_flight: {MAX_IN_FLIGHT}\n  commit_interval: 1s\n  shutdown_timeout: 10s\n"
+            "  max_in_flight: {MAX_IN_FLIGHT}\n  max_uncommitted_per_partition: {}\n  commit_interval: 1s\n  shutdown_timeout: 10s\n",
+            MAX_IN_FLIGHT / 3
         ),
     );
     let dir = tempfile::tempdir().unwrap();

@@ -336,3 +336,70 @@ async fn a_rate_limited_app_keeps_its_rate_and_never_holds_back_another_app() {
     assert!(b_done < a_75, "app b waited for rate-limited app a");
     bridge.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_throttled_app_never_holds_back_another_app_on_the_same_partition() {
+    let topic = unique("isolate");
+    let group = unique("g-isolate");
+    create_topic(&topic, 1).await;
+    // One partition, apps a and b interleaved 1:9: 400 of a's events, 3,600 of b's.
+    let mut records: Vec<Record> = Vec::new();
+    for i in 0..4000 {
+        let (app, inst) = if i % 10 == 0 {
+            ("a", format!("inst_a{}", i % 20))
+        } else {
+            ("b", format!("inst_b{}", i % 90))
+        };
+        records.push((
+            None,
+            format!(r#"{{"app":"{app}","inst":"{inst}","seq":{i}}}"#).into_bytes(),
+            Some(0),
+        ));
+    }
+    produce(&topic, records).await;
+    // Orceum answers every app-a push 429 + Retry-After: 20 until the test lifts it.
+    let (sandbox, _stop) = start_sandbox(Faults {
+        throttle_apps: ["app_a".to_string()].into(),
+        retry_after_secs: Some(20),
+        ..Faults::default()
+    })
+    .await;
+    let routes = format!(
+        "{}{}",
+        route("to-a", &topic, "a", Some(r#".app == "a""#)),
+        route("to-b", &topic, "b", Some(r#".app == "b""#))
+    );
+    // Default delivery settings: nothing about in-flight bounds is set.
+    let bridge = spawn_bridge(&config(
+        &sandbox.base_url(),
+        &kafka_brokers(),
+        &group,
+        &routes,
+        "  commit_interval: 200ms\n",
+    ));
+    let started = std::time::Instant::now();
+    let count = |app: &str| sandbox.events().iter().filter(|e| e.app_id == app).count();
+    let b_all = wait_until(Duration::from_secs(60), || count("app_b") >= 3600).await;
+    let b_took = started.elapsed();
+    assert!(
+        b_all,
+        "only {} of app b's 3600 events while a is throttled",
+        count("app_b")
+    );
+    assert_eq!(count("app_a"), 0, "a is still throttled");
+    let throttled = sandbox.stats().by_status.get(&429).copied().unwrap_or(0);
+    // Lift the throttle: a's 400 arrive (after their Retry-After), in installation order.
+    sandbox.set_faults(Faults::default());
+    let a_all = wait_until(Duration::from_secs(90), || count("app_a") >= 400).await;
+    eprintln!(
+        "b: 3600 delivered in {b_took:?} while a was throttled ({throttled} 429s); a: {} after the throttle",
+        count("app_a")
+    );
+    assert!(a_all, "only {} of a's 400 events", count("app_a"));
+    let s = seen(&sandbox);
+    assert_eq!((s.unique(), s.duplicates()), (4000, 0));
+    assert_per_installation_order(&sandbox);
+    let (ends, got) = wait_committed_to_end(&group, &topic, 1).await;
+    assert_eq!(got, vec![Some(ends[0])]);
+    bridge.stop().await;
+}

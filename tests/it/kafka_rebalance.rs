@@ -46,7 +46,8 @@ async fn a_replica_joining_mid_stream_takes_partitions_without_losing_anything()
         &group,
         &route("all", &topic, "a", None),
         &format!(
-            "  max_in_flight: {max_in_flight}\n  commit_interval: 200ms\n  shutdown_timeout: 10s\n"
+            "  max_in_flight: {max_in_flight}\n  max_uncommitted_per_partition: {}\n  commit_interval: 200ms\n  shutdown_timeout: 10s\n",
+            max_in_flight / 4
         ),
     );
     let first = spawn_bridge(&yaml);

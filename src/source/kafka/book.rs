@@ -7,12 +7,19 @@
 //! partitions to pause or resume, and whether to commit early. The consumer thread applies
 //! them to librdkafka; the tests here drive them with table cases, no broker needed.
 //!
+//! The bounds count what is *held* (read and not final: queued, rate-limited, retrying, or
+//! waiting for its app's budget), globally, in bytes and per partition; a final message costs
+//! only its offset's bits, up to `max_uncommitted_per_partition` per partition. So a throttled
+//! app holds only its own messages: the partition keeps feeding the other apps until that
+//! app's budget is full *and* the partition's next message is its (then the partition is
+//! blocked by it: its `stash` is not empty), or the uncommitted window is.
+//!
 //! Guarantee: an acknowledgement from an earlier assignment of a partition (its `epoch`), or
 //! for a partition no longer owned, changes nothing: no commit is ever computed from it.
 
 use crate::commit::offset_map;
 use crate::commit::offsets::OffsetTracker;
-use crate::message::{Acknowledge, Final};
+use crate::message::{AckHandle, Acknowledge, Final, Message};
 use crate::sync::lock;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,8 +30,13 @@ use tokio_util::sync::CancellationToken;
 /// Limits that decide when partitions pause.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Messages held at once, over every partition of the source.
     pub max_in_flight: usize,
+    /// Their payload bytes.
+    pub max_in_flight_bytes: usize,
     pub max_in_flight_per_partition: usize,
+    /// Messages read and not committed on one partition.
+    pub max_uncommitted_per_partition: usize,
     pub commit_interval: Duration,
     pub drain_timeout: Duration,
 }
@@ -45,6 +57,11 @@ pub struct PartitionState {
     skip: VecDeque<(i64, u32)>,
     /// The offset map of the last commit sent for this partition.
     last_map: String,
+    /// Payload bytes of the messages held.
+    held_bytes: usize,
+    /// Messages the engine refused for now (their app's budget is full), in order, with the
+    /// app: submitted again before anything after them; the partition is paused meanwhile.
+    pub stash: VecDeque<(Message, AckHandle, Arc<str>)>,
 }
 
 /// One partition's commit: the offset and its metadata (the offset map).
@@ -79,6 +96,26 @@ impl Book {
         self.parts.values().map(|p| p.tracker.unfinished()).sum()
     }
 
+    /// What the engine holds: unfinished messages other than those stashed here.
+    pub fn in_engine(&self) -> usize {
+        self.parts
+            .values()
+            .map(|p| p.tracker.unfinished() - p.stash.len())
+            .sum()
+    }
+
+    /// Of `only`'s partitions, what the engine holds.
+    pub fn in_engine_of(&self, only: &[Tp]) -> usize {
+        only.iter()
+            .filter_map(|tp| self.parts.get(tp))
+            .map(|p| p.tracker.unfinished() - p.stash.len())
+            .sum()
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.parts.values().map(|p| p.held_bytes).sum()
+    }
+
     pub fn any_paused(&self) -> bool {
         self.parts.values().any(|p| p.paused)
     }
@@ -97,6 +134,8 @@ impl Book {
                 revoked: abandon.child_token(),
                 skip: VecDeque::new(),
                 last_map: String::new(),
+                held_bytes: 0,
+                stash: VecDeque::new(),
             },
         ) {
             old.revoked.cancel();
@@ -141,17 +180,24 @@ impl Book {
 
     /// Registers a message just read: its epoch and revoke token; `None` if the partition is
     /// not (or no longer) owned.
-    pub fn track(&mut self, tp: &Tp, offset: i64) -> Option<(u64, CancellationToken)> {
+    pub fn track(
+        &mut self,
+        tp: &Tp,
+        offset: i64,
+        bytes: usize,
+    ) -> Option<(u64, CancellationToken)> {
         let p = self.parts.get_mut(tp)?;
         p.tracker.track(offset);
+        p.held_bytes += bytes;
         Some((p.epoch, p.revoked.clone()))
     }
 
     /// Marks an offset final if it belongs to the current assignment of its partition.
-    pub fn finish(&mut self, tp: &Tp, offset: i64, epoch: u64) {
+    pub fn finish(&mut self, tp: &Tp, offset: i64, epoch: u64, bytes: usize) {
         if let Some(p) = self.parts.get_mut(tp) {
             if p.epoch == epoch {
                 p.tracker.finish(offset);
+                p.held_bytes = p.held_bytes.saturating_sub(bytes);
             }
         }
         self.acks += 1;
@@ -161,10 +207,13 @@ impl Book {
     /// at the global bound); resume paused partitions that have room again. Records the new
     /// state in the book, so applying the same book twice changes nothing.
     pub fn flow(&mut self, limits: &Limits) -> Flow {
-        let global_full = self.uncommitted() >= limits.max_in_flight;
+        let global_full = self.global_full(limits);
         let mut flow = Flow::default();
         for (tp, p) in self.parts.iter_mut() {
-            let full = global_full || p.tracker.uncommitted() >= limits.max_in_flight_per_partition;
+            let full = global_full
+                || !p.stash.is_empty()
+                || p.tracker.unfinished() >= limits.max_in_flight_per_partition
+                || p.tracker.uncommitted() >= limits.max_uncommitted_per_partition;
             if full && !p.paused {
                 flow.pause.push(tp.clone());
                 p.paused = true;
@@ -178,14 +227,17 @@ impl Book {
         flow
     }
 
-    /// Half a bound is used: commit soon (at most every few ms) to make room, rather than
-    /// waiting for the commit interval.
+    /// The source holds all it may (count or bytes): no partition is read.
+    pub fn global_full(&self, limits: &Limits) -> bool {
+        self.unfinished() >= limits.max_in_flight || self.held_bytes() >= limits.max_in_flight_bytes
+    }
+
+    /// Half a partition's uncommitted window is used: commit soon (at most every few ms) to
+    /// make room, rather than waiting for the commit interval.
     pub fn under_pressure(&self, limits: &Limits) -> bool {
-        self.uncommitted() * 2 >= limits.max_in_flight
-            || self
-                .parts
-                .values()
-                .any(|p| p.tracker.uncommitted() * 2 >= limits.max_in_flight_per_partition)
+        self.parts
+            .values()
+            .any(|p| p.tracker.uncommitted() * 2 >= limits.max_uncommitted_per_partition)
     }
 
     /// The next commit of every owned partition (or only of `only`) whose frontier moved, or
@@ -261,12 +313,15 @@ pub struct KafkaAck {
     pub tp: Tp,
     pub offset: i64,
     pub epoch: u64,
+    pub bytes: usize,
     pub revoked: CancellationToken,
 }
 
 impl Acknowledge for KafkaAck {
     fn finish(self: Box<Self>, _outcome: Final) {
-        self.book.lock().finish(&self.tp, self.offset, self.epoch);
+        self.book
+            .lock()
+            .finish(&self.tp, self.offset, self.epoch, self.bytes);
         if self.book.waiting.load(Ordering::SeqCst) {
             self.book.acked.notify_one();
         }
@@ -287,9 +342,15 @@ mod tests {
     }
 
     fn limits(global: usize, per_partition: usize) -> Limits {
+        windowed(global, per_partition, 1_000_000)
+    }
+
+    fn windowed(global: usize, per_partition: usize, window: usize) -> Limits {
         Limits {
             max_in_flight: global,
+            max_in_flight_bytes: usize::MAX,
             max_in_flight_per_partition: per_partition,
+            max_uncommitted_per_partition: window,
             commit_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(1),
         }
@@ -301,7 +362,7 @@ mod tests {
         for (p, n) in held.iter().enumerate() {
             b.assign(tp(p as i32), &CancellationToken::new());
             for o in 0..*n {
-                b.track(&tp(p as i32), o);
+                b.track(&tp(p as i32), o, 0);
             }
         }
         b
@@ -328,16 +389,27 @@ mod tests {
     }
 
     #[test]
-    fn a_paused_partition_resumes_when_its_offsets_are_committed() {
+    fn a_partition_at_its_held_bound_resumes_once_its_messages_are_final() {
         let l = limits(4, 4);
         let mut b = book(&[4]);
         assert_eq!(b.flow(&l).pause, [tp(0)]);
         for o in 0..4 {
             let epoch = b.parts[&tp(0)].epoch;
-            b.finish(&tp(0), o, epoch);
+            b.finish(&tp(0), o, epoch, 0);
         }
-        // Final but not committed: still counts against the bound.
-        assert!(b.flow(&l).resume.is_empty());
+        // Final, not committed: a final message costs only its bits, so there is room.
+        assert_eq!(b.flow(&l).resume, [tp(0)]);
+    }
+
+    #[test]
+    fn a_partition_at_its_uncommitted_window_resumes_once_committed() {
+        let l = windowed(100, 100, 4);
+        let mut b = book(&[4]);
+        for o in 0..4 {
+            let epoch = b.parts[&tp(0)].epoch;
+            b.finish(&tp(0), o, epoch, 0);
+        }
+        assert_eq!(b.flow(&l).pause, [tp(0)], "the window is full");
         let c = b.committable(None);
         assert_eq!(c.len(), 1);
         assert_eq!((c[0].tp.clone(), c[0].offset), (tp(0), 4));
@@ -346,23 +418,68 @@ mod tests {
     }
 
     #[test]
-    fn pressure_starts_at_half_a_bound() {
-        assert!(!book(&[4]).under_pressure(&limits(10, 10)));
-        assert!(book(&[5]).under_pressure(&limits(10, 10)));
-        assert!(book(&[3, 2]).under_pressure(&limits(100, 6)));
+    fn a_partition_with_a_stashed_message_pauses_and_the_others_flow() {
+        let l = limits(100, 100);
+        let mut b = book(&[1, 1]);
+        let msg = Message {
+            source: Arc::from("s"),
+            origin: crate::message::Origin::Kafka {
+                topic: Arc::from("t"),
+                partition: 0,
+                offset: 0,
+            },
+            route: None,
+            payload: Vec::new(),
+            key: None,
+            headers: Vec::new(),
+            timestamp: None,
+        };
+        if let Some(p) = b.parts.get_mut(&tp(0)) {
+            p.stash.push_back((msg, AckHandle::noop(), Arc::from("a")));
+        }
+        assert_eq!(b.flow(&l).pause, [tp(0)]);
+        assert_eq!(b.in_engine(), 1, "the stashed message is not in the engine");
+        assert_eq!(b.unfinished(), 2);
+        if let Some(p) = b.parts.get_mut(&tp(0)) {
+            p.stash.clear();
+        }
+        assert_eq!(b.flow(&l).resume, [tp(0)]);
+    }
+
+    #[test]
+    fn the_byte_budget_pauses_everything() {
+        let mut l = limits(100, 100);
+        l.max_in_flight_bytes = 1000;
+        let mut b = Book::default();
+        b.assign(tp(0), &CancellationToken::new());
+        b.assign(tp(1), &CancellationToken::new());
+        b.track(&tp(0), 0, 999);
+        assert!(b.flow(&l).pause.is_empty());
+        b.track(&tp(0), 1, 1);
+        assert_eq!(b.flow(&l).pause, [tp(0), tp(1)]);
+        let epoch = b.parts[&tp(0)].epoch;
+        b.finish(&tp(0), 0, epoch, 999);
+        assert_eq!(b.flow(&l).resume, [tp(0), tp(1)]);
+    }
+
+    #[test]
+    fn pressure_starts_at_half_the_uncommitted_window() {
+        assert!(!book(&[4]).under_pressure(&windowed(100, 100, 10)));
+        assert!(book(&[5]).under_pressure(&windowed(100, 100, 10)));
+        assert!(book(&[1, 3]).under_pressure(&windowed(100, 100, 6)));
     }
 
     #[test]
     fn commits_never_pass_an_unfinished_offset() {
         let mut b = book(&[3]);
         let epoch = b.parts[&tp(0)].epoch;
-        b.finish(&tp(0), 1, epoch);
-        b.finish(&tp(0), 2, epoch);
+        b.finish(&tp(0), 1, epoch, 0);
+        b.finish(&tp(0), 2, epoch, 0);
         // Offset 0 still open: the commit stays at 0, with 1 and 2 in its offset map.
         let c = b.committable(None);
         assert_eq!(c[0].offset, 0);
         assert_eq!(offset_map::decode(&c[0].metadata, 0), Some(vec![(1, 2)]));
-        b.finish(&tp(0), 0, epoch);
+        b.finish(&tp(0), 0, epoch, 0);
         assert_eq!(b.committable(None)[0].offset, 3);
     }
 
@@ -373,8 +490,8 @@ mod tests {
             let mut b = shared.lock();
             b.assign(tp(0), &CancellationToken::new());
             b.assign(tp(1), &CancellationToken::new());
-            let (e, _) = b.track(&tp(0), 0).unwrap();
-            b.track(&tp(1), 0);
+            let (e, _) = b.track(&tp(0), 0, 0).unwrap();
+            b.track(&tp(1), 0, 0);
             (e, b.parts[&tp(1)].epoch)
         };
         let ack = |tp: Tp, epoch| {
@@ -383,6 +500,7 @@ mod tests {
                 tp,
                 offset: 0,
                 epoch,
+                bytes: 0,
                 revoked: CancellationToken::new(),
             })
         };
@@ -393,7 +511,7 @@ mod tests {
             b.release(&tp(0));
             b.release(&tp(1));
             b.assign(tp(0), &CancellationToken::new());
-            b.track(&tp(0), 0);
+            b.track(&tp(0), 0, 0);
         }
         stale.finish(Final::Delivered);
         revoked.finish(Final::Delivered);
@@ -412,8 +530,8 @@ mod tests {
         let mut b = Book::default();
         b.assign(tp(0), &abandon);
         b.assign(tp(1), &abandon);
-        let (_, held0) = b.track(&tp(0), 0).unwrap();
-        let (_, held1) = b.track(&tp(1), 0).unwrap();
+        let (_, held0) = b.track(&tp(0), 0, 0).unwrap();
+        let (_, held1) = b.track(&tp(1), 0, 0).unwrap();
         b.release(&tp(0));
         assert!(held0.is_cancelled(), "revoked partition's work must stop");
         assert!(!held1.is_cancelled());

@@ -20,7 +20,7 @@
 use super::book::{Book, KafkaAck, Limits, PartitionBook, Tp};
 use super::{client_config, headers_of, KafkaSourceError};
 use crate::config::KafkaSourceConfig;
-use crate::message::{AckHandle, Message, Origin, Submit};
+use crate::message::{AckHandle, Admission, Message, Origin, Submit};
 use crate::telemetry::events::CommitFailed;
 use crate::telemetry::metrics::Metrics;
 use rdkafka::config::RDKafkaLogLevel;
@@ -175,14 +175,7 @@ impl Ctx {
         let deadline = Instant::now() + self.limits.drain_timeout;
         if !self.closing.load(Ordering::Acquire) {
             loop {
-                let unfinished: usize = {
-                    let book = self.book.lock();
-                    revoked
-                        .iter()
-                        .filter_map(|tp| book.parts.get(tp))
-                        .map(|p| p.tracker.unfinished())
-                        .sum()
-                };
+                let unfinished = self.book.lock().in_engine_of(revoked);
                 if unfinished == 0 || self.abandon.is_cancelled() {
                     break;
                 }
@@ -376,6 +369,7 @@ impl KafkaSource {
             if self.wait_for_room(&consumer, &book) {
                 last_commit = Instant::now();
             }
+            self.retry_stashed(&book);
             apply_flow_control(consumer.context(), &consumer);
         }
         self.drain(&consumer, &book);
@@ -390,7 +384,7 @@ impl KafkaSource {
     /// librdkafka's queue meanwhile (bounded by `queued.max.messages.kbytes`); only a bound
     /// that holds (Orceum slow or down) pauses. True if it committed.
     fn wait_for_room(&self, consumer: &BaseConsumer<Ctx>, book: &PartitionBook) -> bool {
-        let full = |b: &Book| b.uncommitted() >= self.limits.max_in_flight;
+        let full = |b: &Book| b.global_full(&self.limits);
         {
             let b = book.lock();
             if !full(&b) || b.any_paused() {
@@ -483,15 +477,16 @@ impl KafkaSource {
         };
         let tp = (topic.clone(), m.partition());
         let offset = m.offset();
+        let bytes = m.payload_len();
         let (epoch, revoked) = {
             let mut b = book.lock();
-            let Some((epoch, revoked)) = b.track(&tp, offset) else {
+            let Some((epoch, revoked)) = b.track(&tp, offset, bytes) else {
                 // Fetched before a revoke completed: not ours to process or commit.
                 return;
             };
             if b.already_final(&tp, offset) {
                 // Final before a restart (the offset map said so): not pushed again.
-                b.finish(&tp, offset, epoch);
+                b.finish(&tp, offset, epoch, bytes);
                 drop(b);
                 self.metrics
                     .offset_map_skipped
@@ -521,12 +516,98 @@ impl KafkaSource {
         };
         let ack = AckHandle::new(KafkaAck {
             book: book.clone(),
-            tp,
+            tp: tp.clone(),
             offset,
             epoch,
+            bytes,
             revoked,
         });
-        self.submit.submit(msg, ack);
+        // Behind a message already waiting for its app's budget: wait behind it (order).
+        let mut b = book.lock();
+        if let Some(p) = b.parts.get_mut(&tp).filter(|p| !p.stash.is_empty()) {
+            let app = p
+                .stash
+                .back()
+                .map(|s| s.2.clone())
+                .unwrap_or_else(|| Arc::from(""));
+            p.stash.push_back((msg, ack, app));
+            return;
+        }
+        drop(b);
+        if let Admission::Full { msg, ack, app } = self.submit.submit(msg, ack) {
+            self.stash(book, tp, msg, ack, app);
+        }
+    }
+
+    /// The engine refused a message because `app` holds its whole budget: keep it (and, in
+    /// order, what comes after it on the partition) and pause the partition until the app
+    /// has room again. Every other partition, and this one's other apps' messages before it,
+    /// flowed on until now.
+    fn stash(&self, book: &PartitionBook, tp: Tp, msg: Message, ack: AckHandle, app: Arc<str>) {
+        let mut b = book.lock();
+        let Some(p) = b.parts.get_mut(&tp) else {
+            return; // revoked meanwhile: dropping the handle abandons the message
+        };
+        if p.stash.is_empty() {
+            self.metrics
+                .partitions_held_by_app
+                .with_label_values(&[&self.name, &app])
+                .inc();
+            tracing::info!(source = %self.name, partition = %format!("{}/{}", tp.0, tp.1), app = %app,
+                "partition paused: its next message is for an app that holds its whole in-flight budget (apps.<name>.max_in_flight); other apps' messages before it went through");
+        }
+        p.stash.push_back((msg, ack, app));
+    }
+
+    /// Offers each partition's waiting messages to the engine again, in order; a partition
+    /// whose stash empties is unblocked (and resumed by the flow decision).
+    fn retry_stashed(&self, book: &PartitionBook) {
+        let blocked: Vec<Tp> = book
+            .lock()
+            .parts
+            .iter()
+            .filter(|(_, p)| !p.stash.is_empty())
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in blocked {
+            loop {
+                // Taken out of the book while submitting: acknowledgements lock the book.
+                let Some((msg, ack, app)) = book
+                    .lock()
+                    .parts
+                    .get_mut(&tp)
+                    .and_then(|p| p.stash.pop_front())
+                else {
+                    break;
+                };
+                match self.submit.submit(msg, ack) {
+                    Admission::Accepted => {
+                        let b = book.lock();
+                        let empty = b.parts.get(&tp).is_none_or(|p| p.stash.is_empty());
+                        let next_app = b
+                            .parts
+                            .get(&tp)
+                            .and_then(|p| p.stash.front().map(|s| s.2.clone()));
+                        drop(b);
+                        if empty || next_app.as_deref() != Some(&*app) {
+                            self.metrics
+                                .partitions_held_by_app
+                                .with_label_values(&[&self.name, &app])
+                                .dec();
+                        }
+                        if empty {
+                            break;
+                        }
+                    }
+                    Admission::Full { msg, ack, app } => {
+                        if let Some(p) = book.lock().parts.get_mut(&tp) {
+                            p.stash.push_front((msg, ack, app));
+                        }
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     /// Shutdown: stop fetching, let in-flight work finish until the deadline (the caller
@@ -535,14 +616,16 @@ impl KafkaSource {
         if let Ok(assignment) = consumer.assignment() {
             let _ = consumer.pause(&assignment);
         }
-        let unfinished = book.lock().unfinished();
+        let unfinished = book.lock().in_engine();
         tracing::info!(source = %self.name, unfinished, "stopping: fetching paused, draining in-flight messages");
         loop {
             // Keep serving the group protocol; messages fetched now are not tracked, so they
             // are neither processed nor committed.
             let _ = consumer.poll(Duration::from_millis(20));
             commit_final(consumer.context(), consumer, None);
-            let unfinished = book.lock().unfinished();
+            // Messages still waiting here for their app's budget never reached the engine:
+            // they stay uncommitted (the commit stops before the first of them).
+            let unfinished = book.lock().in_engine();
             if unfinished == 0 {
                 break;
             }
@@ -583,10 +666,11 @@ mod tests {
     struct Held(Mutex<Vec<(i64, AckHandle)>>);
 
     impl Submit for Held {
-        fn submit(&self, msg: Message, ack: AckHandle) {
+        fn submit(&self, msg: Message, ack: AckHandle) -> Admission {
             if let Origin::Kafka { offset, .. } = msg.origin {
                 lock(&self.0).push((offset, ack));
             }
+            Admission::Accepted
         }
     }
 
@@ -675,7 +759,9 @@ mod tests {
             topics: vec!["t".into()],
             limits: Limits {
                 max_in_flight,
+                max_in_flight_bytes: usize::MAX,
                 max_in_flight_per_partition: max_in_flight,
+                max_uncommitted_per_partition: 100_000,
                 commit_interval: Duration::from_millis(50),
                 drain_timeout: Duration::from_secs(1),
             },
@@ -703,16 +789,18 @@ mod tests {
         std::thread::sleep(Duration::from_millis(1500));
         assert_eq!(held.len(), 10, "read past max_in_flight");
 
-        // Nine of them final, offset 0 still open: the commit may not pass offset 0 (it may
-        // sit at 0, carrying 1..9 in its offset map).
+        // Nine of them final, offset 0 still open: final messages cost only their bits, so
+        // nine more are read (ten held again), and the commit may not pass offset 0 (it may
+        // sit at 0, carrying the final ones in its offset map).
         held.finish(|o| o > 0);
+        wait_until("ten held again", || held.len() == 10);
         std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(held.len(), 10, "read past max_in_flight");
         let c = committed(&brokers, "g-bound");
         assert!(
             matches!(c, None | Some(0)),
             "committed {c:?} past the open offset 0"
         );
-        assert_eq!(held.len(), 1);
 
         // Offset 0 final; the first commit of it fails (injected), the next one lands.
         cluster.request_errors(

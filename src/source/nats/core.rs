@@ -2,15 +2,15 @@
 //! across a crash (core NATS cannot redeliver); the in-flight slot frees once the message is
 //! final or abandoned.
 
+use super::Slot;
 use super::{headers, RouteLoop};
 use crate::message::{AckHandle, Acknowledge, Final, Message, Origin};
 use futures::StreamExt;
 use std::sync::Arc;
-use tokio::sync::OwnedSemaphorePermit;
 
 /// A core NATS message has nothing to ack; its slot frees when it is final or abandoned.
 struct CoreAck {
-    _permit: OwnedSemaphorePermit,
+    _permit: Slot,
 }
 
 impl Acknowledge for CoreAck {
@@ -66,8 +66,12 @@ impl RouteLoop {
                 headers: headers(m.headers.as_ref()),
                 timestamp: Some(chrono::Utc::now()),
             };
-            self.submit
-                .submit(msg, AckHandle::new(CoreAck { _permit: permit }));
+            if !self
+                .hand_over(msg, AckHandle::new(CoreAck { _permit: permit }))
+                .await
+            {
+                break;
+            }
         }
         // Unsubscribing happens when the subscribers drop.
     }

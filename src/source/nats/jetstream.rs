@@ -2,6 +2,7 @@
 //! is final (`+ACK`; dead-lettered: `+TERM`), kept alive with in-progress acks while held,
 //! and nak'd when abandoned so another replica takes it at once.
 
+use super::Slot;
 use super::{headers, RouteLoop};
 use crate::config::JetStreamRouteConfig;
 use crate::message::{AckHandle, Acknowledge, Final, Message, Origin};
@@ -9,7 +10,6 @@ use async_nats::jetstream::{self, consumer::pull, AckKind};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 /// A JetStream message's acknowledgement. While the bridge holds the message — queued behind
@@ -18,17 +18,13 @@ use tokio_util::sync::CancellationToken;
 /// Releases the in-flight slot when the final ack (or nak) has been sent.
 struct JetStreamAck {
     acker: Arc<jetstream::message::Acker>,
-    permit: OwnedSemaphorePermit,
+    permit: Slot,
     runtime: tokio::runtime::Handle,
     keepalive: CancellationToken,
 }
 
 impl JetStreamAck {
-    fn new(
-        acker: jetstream::message::Acker,
-        permit: OwnedSemaphorePermit,
-        ack_wait: Duration,
-    ) -> Self {
+    fn new(acker: jetstream::message::Acker, permit: Slot, ack_wait: Duration) -> Self {
         let acker = Arc::new(acker);
         let keepalive = CancellationToken::new();
         let runtime = tokio::runtime::Handle::current();
@@ -164,7 +160,9 @@ impl RouteLoop {
                     timestamp: published.or_else(|| Some(chrono::Utc::now())),
                 };
                 let ack = JetStreamAck::new(acker, permit, ack_wait);
-                self.submit.submit(msg, AckHandle::new(ack));
+                if !self.hand_over(msg, AckHandle::new(ack)).await {
+                    return;
+                }
             }
             drop(reporter);
             tokio::select! {

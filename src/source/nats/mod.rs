@@ -27,7 +27,7 @@ pub use dead_letter::NatsDeadLetters;
 
 use crate::config::secret::read_plain;
 use crate::config::{ConfigError, NatsSourceConfig, RouteConfig};
-use crate::message::Submit;
+use crate::message::{AckHandle, Admission, Message, Submit};
 use crate::route::Route;
 use secrecy::ExposeSecret;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -145,6 +145,9 @@ pub struct NatsSource {
     pub config: NatsSourceConfig,
     pub routes: Vec<Arc<Route>>,
     pub max_in_flight: usize,
+    /// Each app's held budget (`apps.<name>.max_in_flight`): a JetStream route never pulls
+    /// more than its app may hold, so no pulled message waits unprotected for room.
+    pub app_budgets: std::collections::BTreeMap<String, usize>,
     pub submit: Arc<dyn Submit>,
     pub ready: Arc<AtomicBool>,
     pub stop: CancellationToken,
@@ -158,15 +161,28 @@ impl NatsSource {
         let slots = Arc::new(Semaphore::new(self.max_in_flight));
         let mut tasks = tokio::task::JoinSet::new();
         for route in &self.routes {
+            // JetStream: a slot budget of the route's own (its app's share), on top of the
+            // source's; `max_ack_pending` and the pull batch follow it.
+            let budget = self
+                .app_budgets
+                .get(&route.app)
+                .copied()
+                .unwrap_or(self.max_in_flight)
+                .clamp(1, self.max_in_flight.max(1));
+            let route_slots = route
+                .jetstream
+                .as_ref()
+                .map(|_| Arc::new(Semaphore::new(budget)));
             let ctx = RouteLoop {
                 metrics: self.metrics.clone(),
                 source: self.name.clone(),
                 route: route.clone(),
                 client: client.clone(),
                 slots: slots.clone(),
+                route_slots,
                 submit: self.submit.clone(),
                 stop: self.stop.clone(),
-                max_in_flight: self.max_in_flight,
+                max_in_flight: budget,
             };
             if let Some(js) = route.jetstream.clone() {
                 tasks.spawn(ctx.jetstream(js));
@@ -198,6 +214,13 @@ impl NatsSource {
     }
 }
 
+/// An in-flight slot: the source's, and for a JetStream route its route's; both come back
+/// when the message is final (or abandoned).
+pub(crate) struct Slot {
+    _source: OwnedSemaphorePermit,
+    _route: Option<OwnedSemaphorePermit>,
+}
+
 /// One route's subscription loop (core or JetStream), sharing its source's connection.
 struct RouteLoop {
     metrics: Arc<crate::telemetry::metrics::Metrics>,
@@ -205,15 +228,44 @@ struct RouteLoop {
     route: Arc<Route>,
     client: async_nats::Client,
     slots: Arc<Semaphore>,
+    /// JetStream routes: the route's own budget, taken before a source slot.
+    route_slots: Option<Arc<Semaphore>>,
     submit: Arc<dyn Submit>,
     stop: CancellationToken,
     max_in_flight: usize,
 }
 
 impl RouteLoop {
-    async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+    /// Hands a message to the engine; while an app it goes to holds its whole budget, waits
+    /// (holding this one message and its in-flight slot; a JetStream message keeps getting
+    /// in-progress acks) and offers it again. False if the source stops meanwhile (the
+    /// handle is then dropped: a JetStream message is nak'd).
+    async fn hand_over(&self, msg: Message, ack: AckHandle) -> bool {
+        let (mut msg, mut ack) = (msg, ack);
+        loop {
+            match self.submit.submit(msg, ack) {
+                Admission::Accepted => return true,
+                Admission::Full { msg: m, ack: a, .. } => {
+                    (msg, ack) = (m, a);
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                        _ = self.stop.cancelled() => return false,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn slot(&self) -> Option<Slot> {
+        let route = match &self.route_slots {
+            Some(r) => tokio::select! {
+                p = r.clone().acquire_owned() => Some(p.ok()?),
+                _ = self.stop.cancelled() => return None,
+            },
+            None => None,
+        };
         tokio::select! {
-            p = self.slots.clone().acquire_owned() => p.ok(),
+            p = self.slots.clone().acquire_owned() => Some(Slot { _source: p.ok()?, _route: route }),
             _ = self.stop.cancelled() => None,
         }
     }

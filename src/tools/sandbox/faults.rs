@@ -27,12 +27,15 @@ pub struct Faults {
     pub reject_installations: HashSet<String>,
     /// Event types answered 422.
     pub reject_event_types: HashSet<String>,
+    /// App ids whose every request is answered 429 with `Retry-After` (an app over its
+    /// Orceum quota while the others are fine).
+    pub throttle_apps: HashSet<String>,
 }
 
 impl Sandbox {
     /// Faults for a verified request, in the order: latency, random 5xx/429, rejected
     /// installation, rejected event type.
-    pub(super) async fn inject_faults(&self, event: &Value) -> Result<(), Rejection> {
+    pub(super) async fn inject_faults(&self, app_id: &str, event: &Value) -> Result<(), Rejection> {
         let faults = self
             .faults
             .read()
@@ -46,6 +49,16 @@ impl Sandbox {
                     return Err(reject(StatusCode::SERVICE_UNAVAILABLE, "sandbox is shutting down"));
                 }
             }
+        }
+        if faults.throttle_apps.contains(app_id) {
+            let secs = faults.retry_after_secs.unwrap_or(1);
+            return Err(Rejection {
+                retry_after: Some(secs),
+                ..reject(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("injected fault: app {app_id} over its rate limit, retry after {secs}s (throttle_apps)"),
+                )
+            });
         }
         let draw: f64 = rand::random();
         let mut threshold = faults.rate_500;

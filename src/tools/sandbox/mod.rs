@@ -428,7 +428,7 @@ async fn push(
         Ok(event) => event,
         Err(r) => return sandbox.refuse(&app_id, r),
     };
-    if let Err(r) = sandbox.inject_faults(&event).await {
+    if let Err(r) = sandbox.inject_faults(&app_id, &event).await {
         return sandbox.refuse(&app_id, r);
     }
     sandbox.accept(app_id, &headers, body, event)
