@@ -45,6 +45,39 @@ fn message(offset: i64) -> Message {
     }
 }
 
+/// The engine for `bridge`, pushing to `base` (timeout `timeout`), dead letters to `writer`.
+fn engine(
+    bridge: &orceum_bridge::build::Bridge,
+    base: &str,
+    timeout: Duration,
+    writer: Box<dyn orceum_bridge::dead_letter::DeadLetterWriter>,
+    abandon: &CancellationToken,
+) -> (Dispatcher, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new());
+    let ctx = Arc::new(DeliveryContext::new(
+        OrceumClient::new(base, timeout).unwrap(),
+        writer,
+        metrics.clone(),
+        bridge.delivery.retry.clone(),
+        abandon.clone(),
+        tokio::runtime::Handle::current(),
+    ));
+    let engine = Dispatcher::new(
+        bridge.routes.clone(),
+        &bridge.apps,
+        &bridge.app_limits,
+        &bridge.delivery,
+        ctx,
+    );
+    (engine, metrics)
+}
+
+fn log_only() -> Box<dyn orceum_bridge::dead_letter::DeadLetterWriter> {
+    Box::new(LogOnly {
+        log_payloads: false,
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_partitions_held_events_stop_retrying_and_are_abandoned() {
     // Orceum unreachable (nothing listens there): every push is a transient failure.
@@ -58,25 +91,8 @@ async fn a_revoked_partitions_held_events_stop_retrying_and_are_abandoned() {
         &route("all", "t", "a", None),
         "  retry: { initial_backoff: 20ms, max_backoff: 50ms }\n",
     ));
-    let metrics = Arc::new(Metrics::new());
     let abandon = CancellationToken::new();
-    let ctx = Arc::new(DeliveryContext::new(
-        OrceumClient::new(&base, Duration::from_secs(1)).unwrap(),
-        Box::new(LogOnly {
-            log_payloads: false,
-        }),
-        metrics.clone(),
-        bridge.delivery.retry.clone(),
-        abandon.clone(),
-        tokio::runtime::Handle::current(),
-    ));
-    let engine = Dispatcher::new(
-        bridge.routes.clone(),
-        &bridge.apps,
-        &bridge.app_limits,
-        &bridge.delivery,
-        ctx.clone(),
-    );
+    let (engine, metrics) = engine(&bridge, &base, Duration::from_secs(1), log_only(), &abandon);
     let log = Arc::new(Mutex::new(Vec::new()));
     let revoked = CancellationToken::new();
     for offset in 0..20 {
@@ -158,21 +174,12 @@ async fn a_dead_letter_too_large_for_its_topic_is_written_in_bounded_form_and_th
         &route("all", "t", "a", None),
         "",
     ));
-    let metrics = Arc::new(Metrics::new());
-    let ctx = Arc::new(DeliveryContext::new(
-        OrceumClient::new("http://127.0.0.1:9/v1", Duration::from_secs(1)).unwrap(),
+    let (engine, metrics) = engine(
+        &bridge,
+        "http://127.0.0.1:9/v1",
+        Duration::from_secs(1),
         Box::new(writer),
-        metrics.clone(),
-        bridge.delivery.retry.clone(),
-        CancellationToken::new(),
-        tokio::runtime::Handle::current(),
-    ));
-    let engine = Dispatcher::new(
-        bridge.routes.clone(),
-        &bridge.apps,
-        &bridge.app_limits,
-        &bridge.delivery,
-        ctx,
+        &CancellationToken::new(),
     );
     let log = Arc::new(Mutex::new(Vec::new()));
     // 50 kB that is not JSON: a bad-input dead letter that cannot be written whole.
@@ -228,23 +235,12 @@ async fn a_failing_app_is_probed_one_request_at_a_time_then_gets_everything() {
         &route("all", "t", "a", None),
         "  retry: { initial_backoff: 50ms, max_backoff: 200ms }\n",
     ));
-    let metrics = Arc::new(Metrics::new());
-    let ctx = Arc::new(DeliveryContext::new(
-        OrceumClient::new(&base, Duration::from_secs(2)).unwrap(),
-        Box::new(LogOnly {
-            log_payloads: false,
-        }),
-        metrics.clone(),
-        bridge.delivery.retry.clone(),
-        CancellationToken::new(),
-        tokio::runtime::Handle::current(),
-    ));
-    let engine = Dispatcher::new(
-        bridge.routes.clone(),
-        &bridge.apps,
-        &bridge.app_limits,
-        &bridge.delivery,
-        ctx,
+    let (engine, metrics) = engine(
+        &bridge,
+        &base,
+        Duration::from_secs(2),
+        log_only(),
+        &CancellationToken::new(),
     );
     let log = Arc::new(Mutex::new(Vec::new()));
     // 400 events over 40 installations: 40 held in pushes, 360 queued behind them.
