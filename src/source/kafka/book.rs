@@ -100,7 +100,7 @@ impl Book {
     pub fn in_engine(&self) -> usize {
         self.parts
             .values()
-            .map(|p| p.tracker.unfinished() - p.stash.len())
+            .map(|p| p.tracker.unfinished().saturating_sub(p.stash.len()))
             .sum()
     }
 
@@ -108,7 +108,7 @@ impl Book {
     pub fn in_engine_of(&self, only: &[Tp]) -> usize {
         only.iter()
             .filter_map(|tp| self.parts.get(tp))
-            .map(|p| p.tracker.unfinished() - p.stash.len())
+            .map(|p| p.tracker.unfinished().saturating_sub(p.stash.len()))
             .sum()
     }
 
