@@ -7,6 +7,7 @@
 //! `{file}`) is the config's business: this module is handed the value and, for files, a way
 //! to read it again.
 
+use crate::sync::{read, write};
 use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use std::path::PathBuf;
@@ -105,10 +106,7 @@ impl AppSecret {
 
     /// Runs `f` with the secret's bytes; the only way to see them.
     pub fn with_exposed<R>(&self, f: impl FnOnce(&str) -> R) -> R {
-        match self.current.read() {
-            Ok(guard) => f(guard.0.expose_secret()),
-            Err(poisoned) => f(poisoned.into_inner().0.expose_secret()),
-        }
+        f(read(&self.current).0.expose_secret())
     }
 
     /// Re-reads a file secret if its modification time changed. Returns true when the
@@ -118,18 +116,13 @@ impl AppSecret {
             return Ok(false);
         };
         let stamp = modified(path);
-        let unchanged = match self.current.read() {
-            Ok(g) => g.1 == stamp,
-            Err(_) => false,
-        };
+        let unchanged = read(&self.current).1 == stamp;
         if unchanged {
             return Ok(false);
         }
         let origin = format!("secret file {}", path.display());
         let value = checked(reload().map_err(SecretError::Reload)?, &origin)?;
-        if let Ok(mut g) = self.current.write() {
-            *g = (value, stamp);
-        }
+        *write(&self.current) = (value, stamp);
         Ok(true)
     }
 

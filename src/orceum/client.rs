@@ -6,6 +6,7 @@
 
 use super::sign::{send_timestamp, signature_header};
 use crate::orceum::app::App;
+use crate::sync::{read, write};
 use std::time::Duration;
 
 /// How much of an error response is kept for logs and dead letters.
@@ -172,10 +173,7 @@ impl OrceumClient {
     }
 
     fn parsed(&self, url: &str) -> Result<reqwest::Url, PushError> {
-        let cached = match self.urls.read() {
-            Ok(urls) => urls.get(url).cloned(),
-            Err(poisoned) => poisoned.into_inner().get(url).cloned(),
-        };
+        let cached = read(&self.urls).get(url).cloned();
         if let Some(u) = cached {
             return Ok(u);
         }
@@ -183,9 +181,7 @@ impl OrceumClient {
             url: url.to_string(),
             reason: format!("invalid URL: {e}; check orceum.base_url"),
         })?;
-        if let Ok(mut urls) = self.urls.write() {
-            urls.insert(url.to_string(), parsed.clone());
-        }
+        write(&self.urls).insert(url.to_string(), parsed.clone());
         Ok(parsed)
     }
 

@@ -3,10 +3,10 @@
 //! never hidden by a fault.
 
 use super::{reject, Rejection, Sandbox};
+use crate::sync::read;
 use axum::http::StatusCode;
 use serde_json::Value;
 use std::collections::HashSet;
-use std::sync::PoisonError;
 use std::time::Duration;
 
 /// The three rates are probabilities in `0.0..=1.0` and are disjoint: one draw per request picks
@@ -36,11 +36,7 @@ impl Sandbox {
     /// Faults for a verified request, in the order: latency, random 5xx/429, rejected
     /// installation, rejected event type.
     pub(super) async fn inject_faults(&self, app_id: &str, event: &Value) -> Result<(), Rejection> {
-        let faults = self
-            .faults
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let faults = read(&self.faults).clone();
         if !faults.latency.is_zero() {
             // Shutdown must not wait out an injected delay.
             tokio::select! {

@@ -23,11 +23,12 @@
 //! Secrets are never printed, logged or returned: the recorded `X-Orceum-Webhook-Secret` header is
 //! redacted and error messages say *that* a secret is wrong, never what it is.
 
+use crate::sync::{lock, read, write};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -175,20 +176,12 @@ impl SandboxHandle {
 
     /// Replace the faults; applies to requests that arrive from now on.
     pub fn set_faults(&self, faults: Faults) {
-        *self
-            .sandbox
-            .faults
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(faults);
+        *write(&self.sandbox.faults) = Arc::new(faults);
     }
 
     /// Replace (or add) an app's secret, as Orceum does when a secret is rotated.
     pub fn set_secret(&self, app_id: &str, secret: &str) {
-        self.sandbox
-            .apps
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(app_id.to_string(), secret.to_string());
+        write(&self.sandbox.apps).insert(app_id.to_string(), secret.to_string());
     }
 
     /// Forget recorded events and reset the stats.
@@ -286,7 +279,7 @@ impl Sandbox {
     fn recorded(&self) -> MutexGuard<'_, Recorded> {
         // A panic while holding the lock cannot leave the counters inconsistent enough to matter
         // for a test receiver; keep serving rather than poisoning every later request.
-        self.recorded.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.recorded)
     }
 
     fn count(&self, status: StatusCode) {
@@ -313,7 +306,7 @@ impl Sandbox {
     /// Steps 1–6 of the module doc. Returns the parsed body.
     fn verify(&self, app_id: &str, headers: &HeaderMap, body: &[u8]) -> Result<Value, Rejection> {
         let (known, no_apps) = {
-            let apps = self.apps.read().unwrap_or_else(PoisonError::into_inner);
+            let apps = read(&self.apps);
             (apps.get(app_id).cloned(), apps.is_empty())
         };
         let secret = match known.as_deref() {
@@ -399,7 +392,7 @@ impl Sandbox {
     }
 
     fn known_apps(&self) -> String {
-        let apps = self.apps.read().unwrap_or_else(PoisonError::into_inner);
+        let apps = read(&self.apps);
         if apps.is_empty() {
             return "no apps (configure one with --app APP_ID=SECRET)".to_string();
         }
