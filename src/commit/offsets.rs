@@ -31,6 +31,12 @@ pub struct OffsetTracker {
     committed: Option<i64>,
 }
 
+/// A gap of more than this many 64-offset words after only final offsets restarts the bitmap.
+const MAX_GAP_WORDS: usize = 1024;
+
+/// At most this many runs go into an offset map (the metadata holds about 500 of them).
+const MAX_RUNS: usize = 2048;
+
 fn bit(index: usize) -> (usize, u64) {
     (index / 64, 1u64 << (index % 64))
 }
@@ -54,7 +60,20 @@ impl OffsetTracker {
         if self.committed.is_some_and(|c| offset < c) {
             return;
         }
-        let Some(i) = self.index(offset) else { return };
+        let Some(mut i) = self.index(offset) else {
+            return;
+        };
+        if i / 64 > self.read.len() + MAX_GAP_WORDS && self.unfinished == 0 {
+            // A long gap (a compacted topic) after offsets that are all final: start the
+            // bitmap again at this offset instead of spanning the gap. Nothing before it is
+            // unfinished, so the commit point moves to it; the final offsets dropped here are
+            // covered by that commit.
+            self.read.clear();
+            self.open.clear();
+            self.uncommitted = 0;
+            self.base = offset - offset.rem_euclid(64);
+            i = (offset - self.base) as usize;
+        }
         let (w, m) = bit(i);
         while self.read.len() <= w {
             self.read.push_back(0);
@@ -144,23 +163,28 @@ impl OffsetTracker {
     /// The final offsets beyond the commit point, as runs `(first, count)` in increasing
     /// order: the offset map a commit carries.
     pub fn final_beyond(&self) -> Vec<(i64, u32)> {
-        let (Some(frontier), Some(last)) = (self.frontier(), self.last_read) else {
+        let Some(frontier) = self.frontier() else {
             return Vec::new();
         };
         let mut runs: Vec<(i64, u32)> = Vec::new();
-        let mut o = frontier;
-        while o <= last {
-            let Some(i) = self.index(o) else { break };
-            let (w, m) = bit(i);
-            let is_final = self.read.get(w).is_some_and(|r| r & m != 0)
-                && self.open.get(w).is_some_and(|u| u & m == 0);
-            if is_final {
-                match runs.last_mut() {
-                    Some((start, n)) if *start + i64::from(*n) == o => *n += 1,
-                    _ => runs.push((o, 1)),
+        // Word by word: a final offset is read and not open; everything before the frontier
+        // is final already and not part of the map.
+        for (w, (read, open)) in self.read.iter().zip(&self.open).enumerate() {
+            let mut finals = read & !open;
+            while finals != 0 {
+                let o = self.base + (w * 64) as i64 + i64::from(finals.trailing_zeros());
+                finals &= finals - 1;
+                if o < frontier {
+                    continue;
+                }
+                if let Some((_, n)) = runs.last_mut().filter(|(s, n)| *s + i64::from(*n) == o) {
+                    *n += 1;
+                } else if runs.len() == MAX_RUNS {
+                    return runs;
+                } else {
+                    runs.push((o, 1));
                 }
             }
-            o += 1;
         }
         runs
     }
@@ -200,6 +224,20 @@ mod tests {
         t.finish(5);
         // 6..8 and 10..19 were never read (compacted away): the first unfinished read is 20.
         assert_eq!(t.committable(), Some(20));
+    }
+
+    #[test]
+    fn a_long_gap_after_final_offsets_does_not_span_the_bitmap() {
+        let mut t = OffsetTracker::new();
+        t.track(0);
+        t.finish(0);
+        // Compaction left offsets 1..10^12 out: the bitmap must not cover them.
+        t.track(1_000_000_000_000);
+        assert!(t.read.len() <= 2, "{} words", t.read.len());
+        assert_eq!(t.committable(), Some(1_000_000_000_000));
+        t.finish(1_000_000_000_000);
+        assert_eq!(t.committable(), Some(1_000_000_000_001));
+        assert_eq!(t.unfinished(), 0);
     }
 
     proptest! {
