@@ -112,6 +112,9 @@ enum Command {
         /// App ids whose every push is answered 429 with --retry-after (repeatable).
         #[arg(long = "throttle-app")]
         throttle_apps: Vec<String>,
+        /// App ids whose every push is answered 503, Orceum down for that app (repeatable).
+        #[arg(long = "down-app")]
+        down_apps: Vec<String>,
         /// Do not print each event.
         #[arg(long)]
         quiet: bool,
@@ -304,6 +307,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             reject_installations,
             reject_event_types,
             throttle_apps,
+            down_apps,
             quiet,
         } => {
             let mut app_map = HashMap::new();
@@ -328,6 +332,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     reject_installations: reject_installations.into_iter().collect::<HashSet<_>>(),
                     reject_event_types: reject_event_types.into_iter().collect::<HashSet<_>>(),
                     throttle_apps: throttle_apps.into_iter().collect::<HashSet<_>>(),
+                    down_apps: down_apps.into_iter().collect::<HashSet<_>>(),
                 },
                 print: !quiet,
             };

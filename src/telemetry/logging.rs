@@ -2,6 +2,7 @@
 //! from `RUST_LOG` (default `info`).
 
 use crate::config::LogFormat;
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber once; later calls are ignored (tests, `demo`).
@@ -12,6 +13,9 @@ pub fn init(format: LogFormat) {
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+        // Colours only on a terminal: a file or a log collector gets plain `key=value` text.
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
     };
 }

@@ -398,3 +398,251 @@ async fn a_broker_down_mid_stream_pauses_delivery_and_it_resumes_without_loss() 
     assert!(!bridge.task.is_finished(), "the bridge never exits");
     bridge.stop().await;
 }
+
+/// Current resident memory of a process (VmRSS), in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn orceum_down_for_one_app_gets_one_request_per_backoff_step_not_one_per_held_event() {
+    let topic = unique("chaos-app-down");
+    let group = unique("g-chaos-app-down");
+    create_topic(&topic, 3).await;
+    // 600 events for app a over 40 installations, 600 for app b, interleaved.
+    let records: Vec<Record> = (0..1200)
+        .map(|i| {
+            let (app, inst) = if i % 2 == 0 {
+                ("a", format!("inst_a{}", i % 40))
+            } else {
+                ("b", format!("inst_b{}", i % 40))
+            };
+            (
+                None,
+                format!(r#"{{"app":"{app}","inst":"{inst}","seq":{i}}}"#).into_bytes(),
+                Some(i % 3),
+            )
+        })
+        .collect();
+    produce(&topic, records).await;
+    let (sandbox, _stop) = start_sandbox(Faults {
+        down_apps: ["app_a".to_string()].into(),
+        ..Faults::default()
+    })
+    .await;
+    let routes = format!(
+        "{}{}",
+        route("to-a", &topic, "a", Some(r#".app == "a""#)),
+        route("to-b", &topic, "b", Some(r#".app == "b""#))
+    );
+    // Default delivery settings: a's 600 events are all held (its budget is 1,024).
+    let bridge = spawn_bridge(&config(
+        &sandbox.base_url(),
+        &kafka_brokers(),
+        &group,
+        &routes,
+        "  commit_interval: 200ms\n",
+    ));
+    let pushes = |app: &str| sandbox.stats().pushes_by_app.get(app).copied().unwrap_or(0);
+    let count = |app: &str| sandbox.events().iter().filter(|e| e.app_id == app).count();
+    // The outage starts with a's first request.
+    assert!(wait_until(Duration::from_secs(60), || pushes("app_a") > 0).await);
+    let outage = Duration::from_secs(30);
+    let started = Instant::now();
+    let b_all = wait_until(outage, || count("app_b") >= 600).await;
+    let b_took = started.elapsed();
+    assert!(b_all, "only {} of b's 600 while a was down", count("app_b"));
+    tokio::time::sleep(outage.saturating_sub(started.elapsed())).await;
+    let during = pushes("app_a");
+    let probing = counter(
+        &bridge.metrics_text(),
+        "orceum_bridge_app_probing",
+        "app=\"a\"",
+    );
+    sandbox.set_faults(Faults::default());
+    let a_all = wait_until(Duration::from_secs(90), || count("app_a") >= 600).await;
+    eprintln!(
+        "app a down for {outage:?} with 600 events held over 40 installations: {during} requests \
+         reached Orceum for a (probing gauge {probing}); b's 600 done in {b_took:?}; after: {} of a's",
+        count("app_a")
+    );
+    assert!(a_all, "only {} of a's 600 after the outage", count("app_a"));
+    assert_eq!(probing, 1, "a's lane probes during the outage");
+    // One wave (one per installation in flight) plus a probe per backoff step (200 ms doubling
+    // to 30 s: 8 steps in 30 s); one request per held event per step would be thousands.
+    assert!(
+        during <= 40 + 2 * 8,
+        "{during} requests for app a in a {outage:?} outage: it was hammered"
+    );
+    let s = seen(&sandbox);
+    assert_eq!((s.unique(), s.duplicates()), (1200, 0));
+    bridge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rebalances_every_10s_during_a_60s_outage_keep_rss_flat_and_no_member_pushes_an_event_twice(
+) {
+    use rdkafka::mocking::MockCluster;
+    // librdkafka's mock cluster: Tansu wedges a group whose membership changes while it
+    // rebalances, which is exactly what this test does every 10 s.
+    let cluster = MockCluster::new(1).unwrap();
+    let kafka = Kafka::new(cluster.bootstrap_servers());
+    let topic = "outage-rebalance";
+    let group = unique("g-outage-rebalance");
+    // 8 partitions: the mock cluster keeps about 5 MB per partition (older records go).
+    cluster.create_topic(topic, 8, 1).unwrap();
+    // 3,000 events of 8 KiB: a member holding every one of them holds ~24 MB, so held work
+    // that outlived a revoke would show in the resident memory.
+    let pad = "x".repeat(8 * 1024);
+    let n = 3000;
+    let records: Vec<Record> = (0..n)
+        .map(|i| {
+            (
+                None,
+                format!(r#"{{"inst":"inst_{}","seq":{i},"pad":"{pad}"}}"#, i % 40).into_bytes(),
+                Some((i % 40 % 8) as i32),
+            )
+        })
+        .collect();
+    kafka.produce(topic, records).await;
+    let outage = Faults {
+        rate_503: 1.0,
+        ..Faults::default()
+    };
+    let (main_sandbox, _stop_main) = start_sandbox(outage.clone()).await;
+    let delivery = "  commit_interval: 200ms\n  shutdown_timeout: 3s\n";
+    let yaml = |base_url: &str| {
+        config(
+            base_url,
+            &kafka.brokers,
+            &group,
+            &route("all", topic, "a", None),
+            delivery,
+        )
+    };
+    let (_dir, config_path, log) = config_file(&yaml(&main_sandbox.base_url()));
+    let mut main = start_process(&config_path, &log);
+    let pid = main.id();
+    // The outage runs from the first request on.
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            main_sandbox
+                .stats()
+                .by_status
+                .get(&503)
+                .copied()
+                .unwrap_or(0)
+                > 0
+        })
+        .await,
+        "the main member never pushed; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let started = Instant::now();
+    // A replica joins at 5 s, leaves at 15 s, and so on; each incarnation pushes to its own
+    // sandbox, so a duplicate within one sandbox is one member pushing an event twice.
+    let mut replicas = Vec::new();
+    let mut samples: Vec<(Duration, u64)> = Vec::new();
+    let mut replica: Option<InProcess> = None;
+    let mut next_change = Duration::from_secs(5);
+    while started.elapsed() < Duration::from_secs(60) {
+        if started.elapsed() >= next_change && next_change <= Duration::from_secs(55) {
+            match replica.take() {
+                None => {
+                    let (sandbox, stop) = start_sandbox(outage.clone()).await;
+                    replica = Some(spawn_bridge(&yaml(&sandbox.base_url())));
+                    replicas.push((sandbox, stop));
+                }
+                Some(r) => r.stop().await,
+            }
+            next_change += Duration::from_secs(10);
+        }
+        if let Some(kib) = rss_kib(pid) {
+            samples.push((started.elapsed(), kib));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if let Some(r) = replica.take() {
+        r.stop().await;
+    }
+    // Orceum is back: the main member drains everything.
+    main_sandbox.set_faults(Faults::default());
+    for (s, _) in &replicas {
+        s.set_faults(Faults::default());
+    }
+    let all = wait_until(Duration::from_secs(120), || {
+        seen(&main_sandbox).unique() >= n
+    })
+    .await;
+    let at = |from: u64, to: u64| {
+        samples
+            .iter()
+            .filter(|(t, _)| t.as_secs() >= from && t.as_secs() < to)
+            .map(|(_, kib)| *kib)
+            .max()
+            .unwrap_or(0)
+    };
+    let (early, late) = (at(15, 25), at(40, 60));
+    let m = seen(&main_sandbox);
+    if m.unique() < n {
+        // Which coordinates never arrived, as ranges per partition.
+        let mut missing: Vec<String> = Vec::new();
+        for p in 0..8 {
+            let mut run: Option<(i64, i64)> = None;
+            for o in 0..(n as i64 / 8) {
+                let key = format!("kafka:{topic}/{p}@{o}");
+                if m.per_source.contains_key(&key) {
+                    if let Some((a, b)) = run.take() {
+                        missing.push(format!("{p}@{a}..={b}"));
+                    }
+                } else {
+                    run = Some(run.map_or((o, o), |(a, _)| (a, o)));
+                }
+            }
+            if let Some((a, b)) = run {
+                missing.push(format!("{p}@{a}..={b}"));
+            }
+        }
+        eprintln!("missing: {}", missing.join(" "));
+    }
+    let replica_seen: Vec<(usize, usize)> = replicas
+        .iter()
+        .map(|(s, _)| (seen(s).unique(), seen(s).duplicates()))
+        .collect();
+    eprintln!(
+        "60 s outage, {} replica incarnations: main RSS max {early} KiB at 15–25 s, {late} KiB at \
+         40–60 s; main {} unique, {} duplicates; replicas (unique, duplicates) {replica_seen:?}",
+        replicas.len(),
+        m.unique(),
+        m.duplicates()
+    );
+    assert!(
+        all,
+        "only {} of {n} after the outage; log:\n{}",
+        m.unique(),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(replicas.len(), 3, "a replica joined three times");
+    assert_eq!(m.duplicates(), 0, "the main member pushed an event twice");
+    assert!(
+        replica_seen.iter().all(|(_, d)| *d == 0),
+        "a replica pushed an event twice"
+    );
+    assert!(
+        late <= early + 16 * 1024,
+        "RSS grew from {early} KiB to {late} KiB across the rebalances: held work outlived its partition"
+    );
+    sigterm(&main);
+    let exit = main.wait().unwrap();
+    assert!(exit.success(), "exit {exit:?}");
+    let committed = kafka.committed_offsets(&group, topic, 8);
+    let ends = kafka.end_offsets(topic, 8);
+    assert_eq!(committed, ends.iter().map(|e| Some(*e)).collect::<Vec<_>>());
+}

@@ -337,26 +337,44 @@ async fn a_rate_limited_app_keeps_its_rate_and_never_holds_back_another_app() {
     bridge.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_throttled_app_never_holds_back_another_app_on_the_same_partition() {
-    let topic = unique("isolate");
+/// Apps a and b interleaved 1:9 (4,000 events, a holds 400), every app-a push answered 429 +
+/// `Retry-After: 20` until b's 3,600 are all in, default delivery settings: b never waits for a,
+/// then a's arrive in per-installation order, nothing lost. `shared`: one partition carries both
+/// apps; otherwise each app has its own topic.
+async fn a_throttled_beside_b(shared: bool) {
+    let topic_a = unique("isolate-a");
+    let topic_b = if shared {
+        topic_a.clone()
+    } else {
+        unique("isolate-b")
+    };
     let group = unique("g-isolate");
-    create_topic(&topic, 1).await;
-    // One partition, apps a and b interleaved 1:9: 400 of a's events, 3,600 of b's.
-    let mut records: Vec<Record> = Vec::new();
+    create_topic(&topic_a, 1).await;
+    if !shared {
+        create_topic(&topic_b, 1).await;
+    }
+    let (mut for_a, mut for_b): (Vec<Record>, Vec<Record>) = (Vec::new(), Vec::new());
     for i in 0..4000 {
         let (app, inst) = if i % 10 == 0 {
             ("a", format!("inst_a{}", i % 20))
         } else {
             ("b", format!("inst_b{}", i % 90))
         };
-        records.push((
+        let record = (
             None,
             format!(r#"{{"app":"{app}","inst":"{inst}","seq":{i}}}"#).into_bytes(),
             Some(0),
-        ));
+        );
+        if app == "a" || shared {
+            for_a.push(record);
+        } else {
+            for_b.push(record);
+        }
     }
-    produce(&topic, records).await;
+    produce(&topic_a, for_a).await;
+    if !shared {
+        produce(&topic_b, for_b).await;
+    }
     // Orceum answers every app-a push 429 + Retry-After: 20 until the test lifts it.
     let (sandbox, _stop) = start_sandbox(Faults {
         throttle_apps: ["app_a".to_string()].into(),
@@ -366,8 +384,8 @@ async fn a_throttled_app_never_holds_back_another_app_on_the_same_partition() {
     .await;
     let routes = format!(
         "{}{}",
-        route("to-a", &topic, "a", Some(r#".app == "a""#)),
-        route("to-b", &topic, "b", Some(r#".app == "b""#))
+        route("to-a", &topic_a, "a", Some(r#".app == "a""#)),
+        route("to-b", &topic_b, "b", Some(r#".app == "b""#))
     );
     // Default delivery settings: nothing about in-flight bounds is set.
     let bridge = spawn_bridge(&config(
@@ -391,15 +409,37 @@ async fn a_throttled_app_never_holds_back_another_app_on_the_same_partition() {
     // Lift the throttle: a's 400 arrive (after their Retry-After), in installation order.
     sandbox.set_faults(Faults::default());
     let a_all = wait_until(Duration::from_secs(90), || count("app_a") >= 400).await;
+    // nextest runs each test in its own process: this is the bridge plus the sandbox.
+    let peak_mib = peak_rss_kib(std::process::id()).unwrap_or(0) as f64 / 1024.0;
     eprintln!(
-        "b: 3600 delivered in {b_took:?} while a was throttled ({throttled} 429s); a: {} after the throttle",
+        "{}: b: 3600 delivered in {b_took:?} while a was throttled ({throttled} 429s); a: {} \
+         after the throttle; peak RSS of bridge + sandbox {peak_mib:.1} MiB",
+        if shared {
+            "one partition"
+        } else {
+            "separate topics"
+        },
         count("app_a")
     );
     assert!(a_all, "only {} of a's 400 events", count("app_a"));
     let s = seen(&sandbox);
     assert_eq!((s.unique(), s.duplicates()), (4000, 0));
     assert_per_installation_order(&sandbox);
-    let (ends, got) = wait_committed_to_end(&group, &topic, 1).await;
+    let (ends, got) = wait_committed_to_end(&group, &topic_a, 1).await;
     assert_eq!(got, vec![Some(ends[0])]);
+    if !shared {
+        let (ends, got) = wait_committed_to_end(&group, &topic_b, 1).await;
+        assert_eq!(got, vec![Some(ends[0])]);
+    }
     bridge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_throttled_app_never_holds_back_another_app_on_the_same_partition() {
+    a_throttled_beside_b(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_throttled_app_never_holds_back_another_app_on_its_own_topic() {
+    a_throttled_beside_b(false).await;
 }

@@ -583,3 +583,105 @@ async fn shutdown_with_the_nats_server_gone_is_bounded() {
     let took = started.elapsed();
     assert!(took < Duration::from_secs(20), "shutdown took {took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_throttled_app_never_holds_back_another_app_on_the_same_jetstream_stream() {
+    let url = nats_url();
+    let name = unique("JSAB").replace('-', "_");
+    let nc = client(&url).await;
+    let js = jetstream::new(nc.clone());
+    create_stream(&js, &name, vec![format!("{name}.>")], false).await;
+    // One subject, apps a and b interleaved 1:9: 400 of a's events, 3,600 of b's.
+    let events: Vec<Vec<u8>> = (0..4000)
+        .map(|i| {
+            let (app, inst) = if i % 10 == 0 {
+                ("a", format!("inst_a{}", i % 20))
+            } else {
+                ("b", format!("inst_b{}", i % 90))
+            };
+            format!(r#"{{"app":"{app}","inst":"{inst}","seq":{i}}}"#).into_bytes()
+        })
+        .collect();
+    publish_js(&js, &format!("{name}.events"), &events).await;
+    let (sandbox, _stop) = start_sandbox(Faults {
+        throttle_apps: ["app_a".to_string()].into(),
+        retry_after_secs: Some(20),
+        ..Faults::default()
+    })
+    .await;
+    let route = |app: &str| {
+        format!(
+            r#"  - name: to-{app}
+    source: bus
+    jetstream: {{ stream: {name}, durable: to_{app}, create: true, ack_wait: 5s }}
+    app: {app}
+    filter: '.app == "{app}"'
+    event:
+      installation_id: .inst
+      event_type: '"test.event"'
+      event_data: '{{seq}}'
+"#
+        )
+    };
+    // Default delivery settings.
+    let bridge = spawn_bridge(&nats_config(
+        &sandbox.base_url(),
+        &url,
+        &format!("{}{}", route("a"), route("b")),
+        "  shutdown_timeout: 5s\n",
+    ));
+    let count = |app: &str| sandbox.events().iter().filter(|e| e.app_id == app).count();
+    let started = std::time::Instant::now();
+    let b_all = wait_until(Duration::from_secs(60), || count("app_b") >= 3600).await;
+    let b_took = started.elapsed();
+    assert!(
+        b_all,
+        "only {} of app b's 3600 events while a is throttled",
+        count("app_b")
+    );
+    assert_eq!(count("app_a"), 0, "a is still throttled");
+    let throttled = sandbox.stats().by_status.get(&429).copied().unwrap_or(0);
+    sandbox.set_faults(Faults::default());
+    let a_all = wait_until(Duration::from_secs(90), || count("app_a") >= 400).await;
+    let peak_mib = peak_rss_kib(std::process::id()).unwrap_or(0) as f64 / 1024.0;
+    eprintln!(
+        "jetstream: b: 3600 delivered in {b_took:?} while a was throttled ({throttled} 429s); \
+         a: {} after the throttle; peak RSS of bridge + sandbox {peak_mib:.1} MiB",
+        count("app_a")
+    );
+    assert!(a_all, "only {} of a's 400 events", count("app_a"));
+    let s = seen(&sandbox);
+    assert_eq!(
+        (s.unique(), s.duplicates()),
+        (4000, 0),
+        "once each, a's held messages were kept in progress"
+    );
+    // Per-installation order for a's events, which waited.
+    let mut last: std::collections::HashMap<String, i64> = Default::default();
+    for e in sandbox.events() {
+        let inst = e.event["installation_id"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string();
+        let seq = e.event["event_data"]["seq"].as_i64().unwrap_or(-1);
+        if let Some(prev) = last.insert(inst.clone(), seq) {
+            assert!(prev < seq, "{inst}: seq {seq} after {prev}");
+        }
+    }
+    for durable in ["to_a", "to_b"] {
+        let mut pending = (u64::MAX, usize::MAX);
+        for _ in 0..50 {
+            pending = consumer_pending(&js, &name, durable).await;
+            if pending == (0, 0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(
+            pending,
+            (0, 0),
+            "{durable}: nothing pending or unacknowledged"
+        );
+    }
+    bridge.stop().await;
+}

@@ -258,7 +258,8 @@ pub fn payloads(n: usize, keys: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Starts `orceum-bridge run -c config` as a child process, logging to `log` (appended).
+/// Starts `orceum-bridge run -c config` as a child process, logging to `log` (appended), at
+/// `RUST_LOG=info` or `ORCEUM_TEST_CHILD_LOG` (e.g. `info,orceum_bridge::source::kafka=debug`).
 pub fn start_process(config: &std::path::Path, log: &std::path::Path) -> std::process::Child {
     let log = std::fs::File::options()
         .create(true)
@@ -268,7 +269,10 @@ pub fn start_process(config: &std::path::Path, log: &std::path::Path) -> std::pr
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_orceum-bridge"));
     cmd.args(["run", "-c"])
         .arg(config)
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("ORCEUM_TEST_CHILD_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdout(std::process::Stdio::null())
         .stderr(log);
     for (k, v) in env_vars() {

@@ -8,6 +8,7 @@ use super::KafkaSourceError;
 use crate::config::{ConfigError, KafkaSourceConfig};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::BaseConsumer;
+use rdkafka::Offset;
 
 /// The bridge's consumer defaults; any `properties:` entry overrides them.
 ///
@@ -34,6 +35,22 @@ pub const RESERVED: &[&str] = &[
     "group.id",
     "bootstrap.servers",
 ];
+
+/// Where a partition with no committed offset starts: `auto.offset.reset` (the default,
+/// `earliest`, or the source's own setting). `error` leaves the choice to librdkafka, which
+/// then reports the partition instead of reading it.
+pub fn start_when_uncommitted(k: &KafkaSourceConfig) -> Offset {
+    let reset = k
+        .properties
+        .get("auto.offset.reset")
+        .and_then(|v| v.as_str())
+        .unwrap_or("earliest");
+    match reset.to_ascii_lowercase().as_str() {
+        "latest" | "largest" | "end" => Offset::End,
+        "error" => Offset::Invalid,
+        _ => Offset::Beginning,
+    }
+}
 
 /// The `properties:` map as librdkafka strings; nested values are refused.
 pub fn properties(

@@ -5,12 +5,15 @@
 //! Guarantees:
 //! - the committed offset of a partition is the highest *contiguous* final offset + 1
 //!   (the [`Book`]); a later success never commits over an earlier message still retrying;
-//! - a message counts against the in-flight bound from the moment it is read until its offset
-//!   is *committed*; at the bound nothing more is read, so memory is bounded and a crash
-//!   re-delivers at most `max_in_flight` messages. At the global bound the thread first waits
-//!   (up to [`PAUSE_AFTER`]) for work to finish and commits it, then pauses the partitions; at
-//!   a partition's own bound that partition pauses at once ([`Book::flow`] decides, this
-//!   thread applies);
+//! - a message counts against the in-flight bound while it is *held* (read, not yet final);
+//!   a final message costs only its offset's bits in the uncommitted window. At the global
+//!   bound, or when an app at its own budget blocks a partition, the thread first waits (up to
+//!   [`PAUSE_AFTER`]) for work to finish, then pauses (all partitions, or that one); at a
+//!   partition's own bound or window that partition pauses at once ([`Book::flow`] decides,
+//!   this thread applies). Memory is bounded by what is held; a crash re-delivers what was
+//!   held plus what finished since the last commit (less what the offset map names final);
+//! - every assigned partition starts at its committed offset (or the `auto.offset.reset`
+//!   end when nothing is committed), set by this thread in the rebalance;
 //! - on revoke, the revoked partitions drain (up to `shutdown_timeout`), their final prefix is
 //!   committed while they are still owned, and acknowledgements that arrive later are ignored:
 //!   no commit is ever sent for a partition this member no longer owns;
@@ -24,7 +27,7 @@ use crate::message::{AckHandle, Admission, Message, Origin, Submit};
 use crate::telemetry::events::CommitFailed;
 use crate::telemetry::metrics::Metrics;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -49,6 +52,8 @@ struct Ctx {
     closing: AtomicBool,
     abandon: CancellationToken,
     metrics: Arc<Metrics>,
+    /// Where a partition with nothing committed starts (`auto.offset.reset`).
+    start_uncommitted: Offset,
 }
 
 impl ClientContext for Ctx {
@@ -92,42 +97,69 @@ impl ClientContext for Ctx {
 }
 
 impl ConsumerContext for Ctx {
-    /// A newly assigned partition starts unpaused in the book; resume it in librdkafka too, so
-    /// the two agree by construction whatever the assignment protocol did with an earlier pause.
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            self.restore_offset_maps(consumer, tpl);
-            if tpl.count() > 0 {
-                if let Err(e) = consumer.resume(tpl) {
-                    tracing::warn!(source = %self.source_name, error = %e, "cannot resume newly assigned partitions");
+    /// The rebalance, done here rather than by rdkafka's default so that every assigned
+    /// partition starts where this thread says: at the committed offset it read back (or, with
+    /// nothing committed, the `auto.offset.reset` end), the same read the offset maps come
+    /// from, so the start and the offsets skipped as final can never disagree.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        use rdkafka::consumer::RebalanceProtocol;
+        use rdkafka::types::RDKafkaRespErr as E;
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        match err {
+            E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let committed = self.read_committed(consumer, tpl);
+                self.assign_in_book(tpl);
+                if let Some(committed) = &committed {
+                    self.set_start_offsets(tpl, committed);
+                }
+                let assigned = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = assigned {
+                    tracing::warn!(source = %self.source_name, error = %e, "cannot take the assigned partitions; librdkafka retries with the next rebalance");
+                }
+                if let Some(committed) = &committed {
+                    self.restore_offset_maps(committed);
+                }
+                // A newly assigned partition starts unpaused in the book; resume it in
+                // librdkafka too, whatever the protocol did with an earlier pause.
+                if tpl.count() > 0 {
+                    if let Err(e) = consumer.resume(tpl) {
+                        tracing::warn!(source = %self.source_name, error = %e, "cannot resume newly assigned partitions");
+                    }
                 }
             }
-        }
-    }
-
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(tpl) => {
+            E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let revoked: Vec<Tp> = tpl
                     .elements()
                     .iter()
                     .map(|e| (Arc::<str>::from(e.topic()), e.partition()))
                     .collect();
                 self.drain_and_release(consumer, &revoked);
-            }
-            Rebalance::Assign(tpl) => {
-                let mut book = self.book.lock();
-                for e in tpl.elements() {
-                    book.assign((Arc::from(e.topic()), e.partition()), &self.abandon);
+                let released = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = released {
+                    tracing::warn!(source = %self.source_name, error = %e, "cannot release the revoked partitions");
                 }
-                self.metrics
-                    .assigned_partitions
-                    .with_label_values(&[&self.source_name])
-                    .set(book.parts.len() as i64);
-                tracing::info!(source = %self.source_name, partitions = %describe(tpl), "partitions assigned");
             }
-            Rebalance::Error(e) => {
-                tracing::warn!(source = %self.source_name, error = %e, "rebalance error")
+            other => {
+                let code: RDKafkaErrorCode = other.into();
+                tracing::warn!(source = %self.source_name, error = %code, "rebalance error");
+                // As librdkafka requires on an error: drop the assignment.
+                let _ = consumer.unassign();
             }
         }
     }
@@ -142,20 +174,63 @@ fn describe(tpl: &TopicPartitionList) -> String {
 }
 
 impl Ctx {
-    /// Reads back the committed offsets and their metadata for newly assigned partitions, so
-    /// the offsets the last owner's offset map names as final are skipped. A broker that keeps
-    /// no metadata (or an unreadable one) means plain at-least-once from the frontier.
-    fn restore_offset_maps(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+    /// The committed offsets (with their metadata) of newly assigned partitions; `None` if
+    /// the coordinator cannot say (librdkafka then picks the start itself).
+    fn read_committed(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tpl: &TopicPartitionList,
+    ) -> Option<TopicPartitionList> {
         if tpl.count() == 0 {
-            return;
+            return None;
         }
-        let committed = match consumer.committed_offsets(tpl.clone(), Duration::from_secs(5)) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(source = %self.source_name, error = %e, "cannot read the committed offset maps; every uncommitted message is delivered again");
-                return;
+        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(5)) {
+            Ok(c) => {
+                tracing::debug!(source = %self.source_name, committed = %describe_offsets(&c), "committed offsets read back on assignment");
+                Some(c)
             }
-        };
+            Err(e) => {
+                tracing::warn!(source = %self.source_name, error = %e, "cannot read the committed offsets of the assigned partitions; librdkafka picks where to start and every uncommitted message is delivered again");
+                None
+            }
+        }
+    }
+
+    /// A new assignment in the book: each partition unpaused, under a new epoch.
+    fn assign_in_book(&self, tpl: &TopicPartitionList) {
+        let mut book = self.book.lock();
+        for e in tpl.elements() {
+            book.assign((Arc::from(e.topic()), e.partition()), &self.abandon);
+        }
+        self.metrics
+            .assigned_partitions
+            .with_label_values(&[&self.source_name])
+            .set(book.parts.len() as i64);
+        tracing::info!(source = %self.source_name, partitions = %describe(tpl), "partitions assigned");
+    }
+
+    /// Every assigned partition starts at its committed offset, or at `start_uncommitted`.
+    fn set_start_offsets(&self, tpl: &mut TopicPartitionList, committed: &TopicPartitionList) {
+        let partitions: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        for (topic, partition) in partitions {
+            let start = committed
+                .find_partition(&topic, partition)
+                .map(|c| c.offset())
+                .filter(|o| matches!(o, Offset::Offset(_)))
+                .unwrap_or(self.start_uncommitted);
+            // Only fails for a partition not in the list, which it is.
+            let _ = tpl.set_partition_offset(&topic, partition, start);
+        }
+    }
+
+    /// The offset maps in the committed metadata: the offsets the last owner's map names as
+    /// final are skipped. A broker that keeps no metadata (or an unreadable one) means plain
+    /// at-least-once from the frontier.
+    fn restore_offset_maps(&self, committed: &TopicPartitionList) {
         let mut book = self.book.lock();
         let mut skipped = 0;
         for e in committed.elements() {
@@ -190,6 +265,17 @@ impl Ctx {
         commit_final(self, consumer, Some(revoked));
         let mut book = self.book.lock();
         for tp in revoked {
+            // A partition held by an app's budget is no longer held by it once released.
+            if let Some(app) = book
+                .parts
+                .get(tp)
+                .and_then(|p| p.stash.front().map(|s| s.2.clone()))
+            {
+                self.metrics
+                    .partitions_held_by_app
+                    .with_label_values(&[&self.source_name, &app])
+                    .dec();
+            }
             book.release(tp);
             let partition = tp.1.to_string();
             let _ = self
@@ -221,6 +307,7 @@ fn commit_final(ctx: &Ctx, consumer: &BaseConsumer<Ctx>, only: Option<&[Tp]>) ->
         }
     }
     let started = Instant::now();
+    tracing::debug!(source = %ctx.source_name, offsets = %describe_offsets(&tpl), "committing");
     match consumer.commit(&tpl, CommitMode::Sync) {
         Ok(()) => {
             ctx.metrics
@@ -246,6 +333,23 @@ fn commit_final(ctx: &Ctx, consumer: &BaseConsumer<Ctx>, only: Option<&[Tp]>) ->
             false
         }
     }
+}
+
+/// `topic/partition@offset,…` for a debug line.
+fn describe_offsets(tpl: &TopicPartitionList) -> String {
+    tpl.elements()
+        .iter()
+        .map(|e| {
+            format!(
+                "{}/{}@{:?}+{}B",
+                e.topic(),
+                e.partition(),
+                e.offset(),
+                e.metadata().len()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Applies [`Book::flow`]: pauses partitions at their bound (or all at the global bound) and
@@ -316,6 +420,7 @@ impl KafkaSource {
             closing: AtomicBool::new(false),
             abandon: self.abandon.clone(),
             metrics: self.metrics.clone(),
+            start_uncommitted: client_config::start_when_uncommitted(&self.config),
         };
         let book = ctx.book.clone();
         let consumer: BaseConsumer<Ctx> = client_config::consumer(&self.name, &self.config)?
@@ -366,47 +471,69 @@ impl KafkaSource {
                 commit_final(consumer.context(), &consumer, None);
                 last_commit = Instant::now();
             }
-            if self.wait_for_room(&consumer, &book) {
-                last_commit = Instant::now();
-            }
+            self.wait_for_room(&book);
             self.retry_stashed(&book);
+            self.wait_for_app_room(&book);
             apply_flow_control(consumer.context(), &consumer);
         }
         self.drain(&consumer, &book);
         Ok(())
     }
 
-    /// At the global in-flight bound, waits for in-flight work to finish and commits it, for
-    /// up to [`PAUSE_AFTER`], before `apply_flow_control` pauses the partitions: librdkafka
-    /// needs up to a second to fetch again after a resume (measured: a drain at the bound
-    /// stalled 1 s per pause), so pausing whenever the bound is touched at full speed would
-    /// cap a drain at `max_in_flight` events per second. Messages already fetched stay in
-    /// librdkafka's queue meanwhile (bounded by `queued.max.messages.kbytes`); only a bound
-    /// that holds (Orceum slow or down) pauses. True if it committed.
-    fn wait_for_room(&self, consumer: &BaseConsumer<Ctx>, book: &PartitionBook) -> bool {
+    /// At the global in-flight bound, waits for held work to finish, for up to
+    /// [`PAUSE_AFTER`], before `apply_flow_control` pauses the partitions: librdkafka needs up
+    /// to a second to fetch again after a resume (measured: a drain at the bound stalled 1 s
+    /// per pause), so pausing whenever the bound is touched at full speed would cap a drain at
+    /// `max_in_flight` events per second. Messages already fetched stay in librdkafka's queue
+    /// meanwhile (bounded by `queued.max.messages.kbytes`); only a bound that holds (Orceum
+    /// slow or down) pauses. No commit here: the bound counts what is held, which a commit
+    /// does not change (a synchronous commit per message read at the bound capped a drain at
+    /// one broker round trip per message).
+    fn wait_for_room(&self, book: &PartitionBook) {
         let full = |b: &Book| b.global_full(&self.limits);
         {
             let b = book.lock();
             if !full(&b) || b.any_paused() {
-                return false;
+                return;
             }
         }
         let deadline = Instant::now() + PAUSE_AFTER;
         loop {
             let seen = book.lock().acks;
-            // A failed commit (a rebalance under way, say) goes back to `poll`, which serves
-            // the group protocol; the bound then pauses the partitions.
-            if !commit_final(consumer.context(), consumer, None) {
-                return true;
-            }
             if !full(&book.lock()) || self.stop.is_cancelled() {
-                return true;
+                return;
             }
             let now = Instant::now();
             if now >= deadline {
-                return true;
+                return;
             }
             book.wait_for_ack(seen, (deadline - now).min(Duration::from_millis(10)));
+        }
+    }
+
+    /// A partition just blocked by an app at its budget (a stashed message, not yet paused):
+    /// wait up to [`PAUSE_AFTER`] for that app to finish something, offering the stash again
+    /// on each acknowledgement, before the flow decision pauses the partition. An app busy at
+    /// its budget frees a slot within milliseconds, and a pause would cost a second of
+    /// refetching per cycle (a drain at an app's budget ran at one budget per second); an app
+    /// that is throttled or down holds its budget, and its partition pauses after the wait.
+    fn wait_for_app_room(&self, book: &PartitionBook) {
+        let blocked = |b: &Book| b.parts.values().any(|p| !p.stash.is_empty() && !p.paused);
+        let deadline = Instant::now() + PAUSE_AFTER;
+        loop {
+            let seen = {
+                let b = book.lock();
+                if !blocked(&b) {
+                    return;
+                }
+                b.acks
+            };
+            let now = Instant::now();
+            if now >= deadline || self.stop.is_cancelled() {
+                return;
+            }
+            book.wait_for_ack(seen, (deadline - now).min(Duration::from_millis(10)));
+            self.retry_stashed(book);
         }
     }
 
@@ -480,6 +607,13 @@ impl KafkaSource {
         let bytes = m.payload_len();
         let (epoch, revoked) = {
             let mut b = book.lock();
+            if b.parts
+                .get(&tp)
+                .is_some_and(|p| p.tracker.first_read().is_none())
+            {
+                tracing::debug!(source = %self.name, partition = %format!("{}/{}", tp.0, tp.1), offset,
+                    "first message read in this assignment");
+            }
             let Some((epoch, revoked)) = b.track(&tp, offset, bytes) else {
                 // Fetched before a revoke completed: not ours to process or commit.
                 return;

@@ -30,6 +30,9 @@ pub struct Faults {
     /// App ids whose every request is answered 429 with `Retry-After` (an app over its
     /// Orceum quota while the others are fine).
     pub throttle_apps: HashSet<String>,
+    /// App ids whose every request is answered `503 Service Unavailable` (Orceum down for
+    /// one app while the others are fine).
+    pub down_apps: HashSet<String>,
 }
 
 impl Sandbox {
@@ -45,6 +48,12 @@ impl Sandbox {
                     return Err(reject(StatusCode::SERVICE_UNAVAILABLE, "sandbox is shutting down"));
                 }
             }
+        }
+        if faults.down_apps.contains(app_id) {
+            return Err(reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("injected fault: app {app_id} is down (down_apps)"),
+            ));
         }
         if faults.throttle_apps.contains(app_id) {
             let secs = faults.retry_after_secs.unwrap_or(1);

@@ -129,6 +129,9 @@ pub struct SandboxStats {
     pub accepted: u64,
     /// Every status answered to a push (or unknown path), injected faults included.
     pub by_status: BTreeMap<u16, u64>,
+    /// Pushes that passed verification, per app id, whatever the answer (injected faults
+    /// included): the requests Orceum would have seen from each app.
+    pub pushes_by_app: BTreeMap<String, u64>,
 }
 
 /// A running sandbox. Cheap to clone; every clone sees the same server.
@@ -421,6 +424,15 @@ async fn push(
         Ok(event) => event,
         Err(r) => return sandbox.refuse(&app_id, r),
     };
+    // Verified, so `app_id` is a configured app (or any id under accept_any): bounded in
+    // practice; cap it anyway so a hostile client cannot grow the map.
+    {
+        let mut recorded = sandbox.recorded();
+        let by_app = &mut recorded.stats.pushes_by_app;
+        if by_app.len() < 1024 || by_app.contains_key(&app_id) {
+            *by_app.entry(app_id.clone()).or_default() += 1;
+        }
+    }
     if let Err(r) = sandbox.inject_faults(&app_id, &event).await {
         return sandbox.refuse(&app_id, r);
     }
