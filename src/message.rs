@@ -12,6 +12,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -151,6 +152,12 @@ pub trait Acknowledge: Send + 'static {
     fn stop_token(&self) -> Option<CancellationToken> {
         None
     }
+    /// A counter of this message's pushes under way, where the bus must wait for them before
+    /// it hands the message over (a revoked Kafka partition: a push that lands after the
+    /// hand-over would be pushed again by the next owner). `None`: nobody waits.
+    fn pushes(&self) -> Option<Arc<AtomicUsize>> {
+        None
+    }
 }
 
 /// The engine's handle on one message's acknowledgement. Dropping it unfinished abandons it.
@@ -181,6 +188,11 @@ impl AckHandle {
     /// See [`Acknowledge::stop_token`].
     pub fn stop_token(&self) -> Option<CancellationToken> {
         self.0.as_ref().and_then(|a| a.stop_token())
+    }
+
+    /// See [`Acknowledge::pushes`].
+    pub fn pushes(&self) -> Option<Arc<AtomicUsize>> {
+        self.0.as_ref().and_then(|a| a.pushes())
     }
 }
 

@@ -142,6 +142,7 @@ pub async fn run_with(
                         max_uncommitted_per_partition: d.max_uncommitted_per_partition,
                         commit_interval: d.commit_interval,
                         drain_timeout: d.shutdown_timeout,
+                        push_grace: bridge.orceum.timeout + Duration::from_secs(1),
                     },
                     submit: dispatcher.clone(),
                     metrics: metrics.clone(),

@@ -91,9 +91,16 @@ impl DeliveryContext {
                 Ok(p) => p,
                 Err(()) => return,
             };
+            // Counted before the last look at `stop`: a revoke that cancels it and then sees no
+            // push under way knows none will start (none lands after the hand-over).
+            let pushing = job.part.pushing();
+            if stop.is_cancelled() {
+                return;
+            }
             pushes += 1;
             let t0 = Instant::now();
             let result = self.client.push(app, job.body.clone()).await;
+            drop(pushing);
             match &result {
                 Ok(r) if r.status == 200 => lane.metrics.push_ok.inc(),
                 Ok(r) => self

@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 struct Shared {
     /// The message's stop token (see `Acknowledge::stop_token`), read once at the split.
     stop: Option<CancellationToken>,
+    /// The message's push counter (see `Acknowledge::pushes`), read once at the split.
+    pushes: Option<Arc<AtomicUsize>>,
     remaining: AtomicUsize,
     /// The strongest outcome so far: 0 skipped, 1 delivered, 2 dead-lettered.
     worst: AtomicU8,
@@ -29,6 +31,7 @@ pub struct Part {
 pub fn split(ack: AckHandle, n: usize) -> Vec<Part> {
     let shared = Arc::new(Shared {
         stop: ack.stop_token(),
+        pushes: ack.pushes(),
         remaining: AtomicUsize::new(n.max(1)),
         worst: AtomicU8::new(0),
         ack: Mutex::new(Some(ack)),
@@ -76,8 +79,28 @@ impl Part {
         self.shared.stop.as_ref()
     }
 
+    /// Counts a push under way until the guard is dropped (see `Acknowledge::pushes`).
+    pub fn pushing(&self) -> Pushing {
+        let counter = self.shared.pushes.clone();
+        if let Some(c) = &counter {
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+        Pushing(counter)
+    }
+
     fn take_ack(&self) -> Option<AckHandle> {
         lock(&self.shared.ack).take()
+    }
+}
+
+/// A push under way, counted where the bus waits for pushes (see [`Part::pushing`]).
+pub struct Pushing(Option<Arc<AtomicUsize>>);
+
+impl Drop for Pushing {
+    fn drop(&mut self) {
+        if let Some(c) = &self.0 {
+            c.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 

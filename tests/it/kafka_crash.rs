@@ -16,7 +16,7 @@ use rdkafka::mocking::MockCluster;
 use std::time::Duration;
 
 const MAX_IN_FLIGHT: usize = 100;
-const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
+const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
 const EVENTS: usize = 3000;
 
 /// What three kills and a clean stop left behind.

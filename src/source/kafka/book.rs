@@ -22,7 +22,7 @@ use crate::commit::offsets::OffsetTracker;
 use crate::message::{AckHandle, Acknowledge, Final, Message};
 use crate::sync::lock;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +39,9 @@ pub struct Limits {
     pub max_uncommitted_per_partition: usize,
     pub commit_interval: Duration,
     pub drain_timeout: Duration,
+    /// After a revoke's drain deadline: how long pushes already under way for the revoked
+    /// partitions may take to come back (the Orceum timeout) before the hand-over.
+    pub push_grace: Duration,
 }
 
 /// A topic and partition.
@@ -52,6 +55,8 @@ pub struct PartitionState {
     /// Cancelled when the partition is released (revoked, or the bridge stops): the work
     /// still held for it stops at its next wait instead of retrying as an orphan.
     pub revoked: CancellationToken,
+    /// Pushes under way for this assignment's messages (see `Acknowledge::pushes`).
+    pub pushes: Arc<AtomicUsize>,
     /// Final offsets beyond the committed frontier that the last commit's offset map named
     /// (read back on assignment): skipped when read again, in increasing order.
     skip: VecDeque<(i64, u32)>,
@@ -132,6 +137,7 @@ impl Book {
                 epoch,
                 paused: false,
                 revoked: abandon.child_token(),
+                pushes: Arc::new(AtomicUsize::new(0)),
                 skip: VecDeque::new(),
                 last_map: String::new(),
                 held_bytes: 0,
@@ -185,11 +191,29 @@ impl Book {
         tp: &Tp,
         offset: i64,
         bytes: usize,
-    ) -> Option<(u64, CancellationToken)> {
+    ) -> Option<(u64, CancellationToken, Arc<AtomicUsize>)> {
         let p = self.parts.get_mut(tp)?;
         p.tracker.track(offset);
         p.held_bytes += bytes;
-        Some((p.epoch, p.revoked.clone()))
+        Some((p.epoch, p.revoked.clone(), p.pushes.clone()))
+    }
+
+    /// Stops the work held for these partitions (still owned: a revoke's drain deadline), so
+    /// that nothing new is pushed for them; what is under way is counted by [`Book::pushes_of`].
+    pub fn stop_work(&mut self, only: &[Tp]) {
+        for tp in only {
+            if let Some(p) = self.parts.get(tp) {
+                p.revoked.cancel();
+            }
+        }
+    }
+
+    /// Pushes under way for these partitions' messages.
+    pub fn pushes_of(&self, only: &[Tp]) -> usize {
+        only.iter()
+            .filter_map(|tp| self.parts.get(tp))
+            .map(|p| p.pushes.load(Ordering::SeqCst))
+            .sum()
     }
 
     /// Marks an offset final if it belongs to the current assignment of its partition.
@@ -315,6 +339,7 @@ pub struct KafkaAck {
     pub epoch: u64,
     pub bytes: usize,
     pub revoked: CancellationToken,
+    pub pushes: Arc<AtomicUsize>,
 }
 
 impl Acknowledge for KafkaAck {
@@ -329,6 +354,10 @@ impl Acknowledge for KafkaAck {
 
     fn stop_token(&self) -> Option<CancellationToken> {
         Some(self.revoked.clone())
+    }
+
+    fn pushes(&self) -> Option<Arc<AtomicUsize>> {
+        Some(self.pushes.clone())
     }
 }
 
@@ -354,6 +383,7 @@ mod tests {
             max_uncommitted_per_partition: window,
             commit_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(1),
+            push_grace: Duration::from_secs(1),
         }
     }
 
@@ -491,7 +521,7 @@ mod tests {
             let mut b = shared.lock();
             b.assign(tp(0), &CancellationToken::new());
             b.assign(tp(1), &CancellationToken::new());
-            let (e, _) = b.track(&tp(0), 0, 0).unwrap();
+            let (e, _, _) = b.track(&tp(0), 0, 0).unwrap();
             b.track(&tp(1), 0, 0);
             (e, b.parts[&tp(1)].epoch)
         };
@@ -503,6 +533,7 @@ mod tests {
                 epoch,
                 bytes: 0,
                 revoked: CancellationToken::new(),
+                pushes: Arc::default(),
             })
         };
         let (stale, revoked) = (ack(tp(0), old_epoch), ack(tp(1), held));
@@ -695,7 +726,7 @@ mod tests {
                     return Ok(());
                 };
                 self.next += 1;
-                let (epoch, _) = self.book.track(&self.tp, o, 1).expect("owned");
+                let (epoch, _, _) = self.book.track(&self.tp, o, 1).expect("owned");
                 prop_assert_eq!(epoch, self.epoch);
                 let skip = self.book.already_final(&self.tp, o);
                 if let Some(must) = &self.must_skip {
@@ -889,8 +920,8 @@ mod tests {
         let mut b = Book::default();
         b.assign(tp(0), &abandon);
         b.assign(tp(1), &abandon);
-        let (_, held0) = b.track(&tp(0), 0, 0).unwrap();
-        let (_, held1) = b.track(&tp(1), 0, 0).unwrap();
+        let (_, held0, _) = b.track(&tp(0), 0, 0).unwrap();
+        let (_, held1, _) = b.track(&tp(1), 0, 0).unwrap();
         b.release(&tp(0));
         assert!(held0.is_cancelled(), "revoked partition's work must stop");
         assert!(!held1.is_cancelled());

@@ -262,6 +262,7 @@ impl Ctx {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+        self.hand_over(revoked);
         commit_final(self, consumer, Some(revoked));
         let mut book = self.book.lock();
         for tp in revoked {
@@ -288,6 +289,31 @@ impl Ctx {
             .with_label_values(&[&self.source_name])
             .set(book.parts.len() as i64);
         tracing::info!(source = %self.source_name, partitions = revoked.len(), "partitions revoked");
+    }
+}
+
+impl Ctx {
+    /// Before revoked partitions go: stop their held work, then let the pushes already under
+    /// way come back (up to `push_grace`), so what they finish is committed by this member
+    /// rather than pushed again by the next owner.
+    fn hand_over(&self, revoked: &[Tp]) {
+        if self.book.lock().in_engine_of(revoked) == 0 {
+            return;
+        }
+        self.book.lock().stop_work(revoked);
+        let until = Instant::now() + self.limits.push_grace;
+        loop {
+            let pushing = self.book.lock().pushes_of(revoked);
+            if pushing == 0 {
+                return;
+            }
+            if Instant::now() >= until {
+                tracing::warn!(source = %self.source_name, pushing,
+                    "pushes for revoked partitions still under way at the hand-over; the new owner may push those events again");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -605,7 +631,7 @@ impl KafkaSource {
         let tp = (topic.clone(), m.partition());
         let offset = m.offset();
         let bytes = m.payload_len();
-        let (epoch, revoked) = {
+        let (epoch, revoked, pushes) = {
             let mut b = book.lock();
             if b.parts
                 .get(&tp)
@@ -614,7 +640,7 @@ impl KafkaSource {
                 tracing::debug!(source = %self.name, partition = %format!("{}/{}", tp.0, tp.1), offset,
                     "first message read in this assignment");
             }
-            let Some((epoch, revoked)) = b.track(&tp, offset, bytes) else {
+            let Some((epoch, revoked, pushes)) = b.track(&tp, offset, bytes) else {
                 // Fetched before a revoke completed: not ours to process or commit.
                 return;
             };
@@ -628,7 +654,7 @@ impl KafkaSource {
                     .inc();
                 return;
             }
-            (epoch, revoked)
+            (epoch, revoked, pushes)
         };
         let headers = headers_of(m);
         let timestamp = m
@@ -655,6 +681,7 @@ impl KafkaSource {
             epoch,
             bytes,
             revoked,
+            pushes,
         });
         // Behind a message already waiting for its app's budget: wait behind it (order).
         let mut b = book.lock();
@@ -898,6 +925,7 @@ mod tests {
                 max_uncommitted_per_partition: 100_000,
                 commit_interval: Duration::from_millis(50),
                 drain_timeout: Duration::from_secs(1),
+                push_grace: Duration::from_secs(1),
             },
             submit: held.clone(),
             metrics: metrics.clone(),
