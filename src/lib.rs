@@ -22,12 +22,13 @@
 //!   order), the typed [`dispatch::outcome::Outcome`], one retry policy, acknowledgement once
 //!   final.
 //! - [`orceum`] — the ground floor: the app (id + secret), the event body, its signature, the
-//!   HTTP client.
+//!   HTTP client, the scrubbing of secrets out of answers.
 //! - [`dead_letter`] — what a dead letter carries and the writer every destination implements.
 //! - [`commit`] — the contiguous-offset tracker.
 //! - [`telemetry`] — metrics, `/healthz` `/readyz` `/metrics`, logging.
 //! - [`tools`] — the commands around the engine: `render`, `replay`, `check --connect`'s probe,
 //!   `demo`, `sandbox`.
+//! - [`serve`] — the small HTTP servers' bounds (connection cap, header and idle timeouts).
 //! - [`sync`] — the one lock helper.
 
 pub mod build;
@@ -39,6 +40,7 @@ pub mod message;
 pub mod orceum;
 pub mod route;
 pub mod run;
+pub mod serve;
 pub mod source;
 pub mod sync;
 pub mod telemetry;

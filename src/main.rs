@@ -112,6 +112,10 @@ enum Command {
         /// App ids whose every push is answered 429 with --retry-after (repeatable).
         #[arg(long = "throttle-app")]
         throttle_apps: Vec<String>,
+        /// Accepted events kept for /_sandbox/events (the oldest go first; 256 MiB of bodies
+        /// at most).
+        #[arg(long, default_value_t = orceum_bridge::tools::sandbox::DEFAULT_KEEP_EVENTS)]
+        keep_events: usize,
         /// App ids whose every push is answered 503, Orceum down for that app (repeatable).
         #[arg(long = "down-app")]
         down_apps: Vec<String>,
@@ -308,6 +312,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             reject_event_types,
             throttle_apps,
             down_apps,
+            keep_events,
             quiet,
         } => {
             let mut app_map = HashMap::new();
@@ -343,6 +348,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("--listen {listen}: cannot listen there"))?;
                 let shutdown = CancellationToken::new();
                 let handle = sandbox::start(cfg, listener, shutdown.clone()).await?;
+                handle.set_keep_events(keep_events);
                 eprintln!("sandbox listening: base_url {}", handle.base_url());
                 wait_for_signal().await;
                 shutdown.cancel();

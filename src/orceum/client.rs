@@ -216,7 +216,14 @@ impl OrceumClient {
         let excerpt = if (200..300).contains(&status) {
             String::new()
         } else {
-            String::from_utf8_lossy(&head[..head.len().min(EXCERPT_BYTES)]).into_owned()
+            // Scrubbed whole, then cut: a secret across the cut is still caught.
+            let text = String::from_utf8_lossy(&head);
+            let clean = super::scrub::scrub_secrets(&text);
+            let mut end = clean.len().min(EXCERPT_BYTES);
+            while !clean.is_char_boundary(end) {
+                end -= 1;
+            }
+            clean[..end].to_string()
         };
         Ok(PushResponse {
             status,
@@ -437,6 +444,25 @@ mod tests {
         assert_eq!(resp.status, 422);
         assert_eq!(resp.excerpt.len(), EXCERPT_BYTES);
         assert!(took < Duration::from_secs(20), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_echoes_the_secret_header_is_scrubbed_in_the_excerpt() {
+        // A proxy that echoes request headers in its error page.
+        let (base, _) = raw_server(
+            "HTTP/1.1 400 Bad Request\r\ncontent-length: 120\r\n\r\n",
+            Some(b"<pre>X-Orceum-Webhook-Secret: whs_test_secret_for_tasks\r\nX-Orceum-Signature: sha256=ab</pre>                                   "),
+        )
+        .await;
+        let (resp, _) = push_once(&base).await;
+        assert_eq!(resp.status, 400);
+        assert!(!resp.excerpt.contains("whs_test"), "{}", resp.excerpt);
+        assert!(resp.excerpt.contains("whs_[redacted]"), "{}", resp.excerpt);
+        assert!(
+            resp.excerpt.contains("X-Orceum-Signature"),
+            "{}",
+            resp.excerpt
+        );
     }
 
     #[test]

@@ -126,7 +126,7 @@ impl JqTemplate {
             Some(Ok(v)) => Ok(Some(val_to_json(&v))),
             // Not `jaq_core::unwrap_valr`: it exits the process on `halt`.
             Some(Err(exn)) => match exn.get_err() {
-                Ok(err) => Err(err.to_string()),
+                Ok(err) => Err(without_payload(&err.to_string())),
                 Err(exn) => match exn.get_halt() {
                     Ok(code) => Err(format!("the expression called halt (exit code {code})")),
                     Err(exn) => Err(format!("the expression failed: {exn:?}")),
@@ -136,13 +136,79 @@ impl JqTemplate {
     }
 }
 
+/// The longest text of a jq error kept as written (a template's own `error("…")` message).
+const MAX_ERROR_TEXT: usize = 160;
+
+/// A jq error without the message data in it: jaq writes the values it failed on into its
+/// messages (`cannot index {…the whole input…} with "user"`), which would put payloads (48 KB
+/// of them, seen) into dead-letter reasons and ERROR logs. Values become their JSON type; an
+/// index key or a type name short enough to be the template's own is kept; anything else is
+/// cut to [`MAX_ERROR_TEXT`].
+fn without_payload(message: &str) -> String {
+    fn kind(v: &str) -> &'static str {
+        match v.trim_start().chars().next() {
+            Some('{') => "an object",
+            Some('[') => "an array",
+            Some('"') => "a string",
+            Some('t' | 'f') => "a boolean",
+            Some('n') => "null",
+            Some(_) => "a number",
+            None => "a value",
+        }
+    }
+    let short = |v: &str| v.len() <= 40 && !v.contains(['{', '[']);
+    if let Some(rest) = message.strip_prefix("cannot index ") {
+        if let Some((value, key)) = rest.rsplit_once(" with ") {
+            let key = if short(key) { key } else { kind(key) };
+            return format!("cannot index {} with {key}", kind(value));
+        }
+    }
+    if let Some(rest) = message.strip_prefix("cannot use ") {
+        if let Some((value, typ)) = rest.rsplit_once(" as ") {
+            let typ = if short(typ) { typ } else { "that" };
+            return format!("cannot use {} as {typ}", kind(value));
+        }
+    }
+    if let Some(rest) = message.strip_prefix("cannot calculate ") {
+        for op in [" + ", " - ", " * ", " / ", " % "] {
+            if let Some((l, r)) = rest.split_once(op) {
+                return format!("cannot calculate {}{op}{}", kind(l), kind(r));
+            }
+        }
+    }
+    if message.starts_with("invalid path expression") {
+        return "invalid path expression".to_string();
+    }
+    if message.len() <= MAX_ERROR_TEXT {
+        return message.to_string();
+    }
+    // A long `error(…)` value, or a message we do not know: its start, bounded.
+    let mut end = MAX_ERROR_TEXT;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &message[..end], message.len())
+}
+
+/// Natives a template never gets: `env` reads the process environment (every app's secret is
+/// in it), `debug_empty` / `stderr_empty` write the value (message data) to the logs.
+const WITHHELD: &[&str] = &["env", "debug_empty", "stderr_empty"];
+
+/// What the standard library's `debug`, `stderr` and `halt_error` build on, without the
+/// side effect: they pass their input through and log nothing.
+const QUIET: &str = "def debug_empty: empty; def stderr_empty: empty;";
+
 fn compile_filter(code: &str) -> Result<jaq_core::Filter<Data>, String> {
+    // A constant that parses; `unwrap_or_default` only to keep a fallible path out.
+    let quiet = load::parse(QUIET, |p| p.defs()).unwrap_or_default();
     let defs = jaq_core::defs()
+        .chain(quiet)
         .chain(jaq_std::defs())
         .chain(jaq_json::defs());
     let funs = jaq_core::funs()
         .chain(jaq_std::funs())
-        .chain(jaq_json::funs());
+        .chain(jaq_json::funs())
+        .filter(|f| !WITHHELD.contains(&f.0));
     let arena = Arena::default();
     let loader = Loader::new(defs);
     let modules = loader
@@ -310,6 +376,51 @@ fn compile_errors(code: &str, errs: compile::Errors<&str, ()>) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn errors_name_the_types_not_the_values() {
+        let secretish = json!({"user": {"ssn": "123-45-6789", "card": "4111111111111111"}});
+        let fails = |code: &str, input: &Value| {
+            JqTemplate::compile(code)
+                .unwrap()
+                .run_jaq_only(&json_to_val(input), &Val::Null)
+                .err()
+                .unwrap_or_else(|| panic!("{code} did not fail"))
+        };
+        let e = fails(".user.ssn.x", &secretish);
+        assert_eq!(e, "cannot index a string with \"x\"");
+        let e = fails(".user | .[]  | .[0]", &secretish);
+        assert_eq!(e, "cannot index a string with 0");
+        let e = fails("[.user] | .x", &secretish);
+        assert!(e.starts_with("cannot index an array with"), "{e}");
+        assert!(!e.contains("4111"), "{e}");
+        let e = fails(".user + 1", &secretish);
+        assert_eq!(e, "cannot calculate an object + a number");
+        let e = fails(".user | tonumber", &secretish);
+        assert!(!e.contains("123-45"), "{e}");
+        // A template's own message is kept when short, cut when long.
+        assert_eq!(fails(r#"error("no user")"#, &json!({})), "\"no user\"");
+        let big = json!({"blob": "x".repeat(50_000)});
+        let e = fails("error(.blob)", &big);
+        assert!(e.len() < 200, "{} bytes", e.len());
+    }
+
+    #[test]
+    fn a_template_cannot_read_the_environment_or_write_to_the_logs() {
+        for code in ["env", "env.SECRET_A", "{s: env}", "$ENV"] {
+            let err = JqTemplate::compile(code)
+                .err()
+                .unwrap_or_else(|| panic!("{code:?} compiled"));
+            assert!(err.contains("undefined"), "{code:?}: {err}");
+        }
+        // debug and stderr still work as identities, and log nothing.
+        let t = JqTemplate::compile("{a: (.a | debug), b: (.b | stderr), c: (.c | debug(\"m\"))}")
+            .unwrap();
+        assert_eq!(
+            t.run(&json!({"a": 1, "b": 2, "c": 3}), &json!({})).unwrap(),
+            Some(json!({"a": 1, "b": 2, "c": 3}))
+        );
+    }
 
     #[test]
     fn runs_with_meta_and_std_functions() {

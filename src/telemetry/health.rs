@@ -70,9 +70,9 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(AppState { metrics, readiness });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    // On 0.0.0.0 by default (Prometheus must reach it in a pod): bounded connections and
+    // header/idle timeouts, so nobody can hold it open.
+    crate::serve::serve(listener, app, shutdown, crate::serve::Limits::default()).await
 }
 
 async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {

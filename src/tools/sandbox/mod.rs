@@ -24,7 +24,7 @@
 //! redacted and error messages say *that* a secret is wrong, never what it is.
 
 use crate::sync::{lock, read, write};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -132,6 +132,8 @@ pub struct SandboxStats {
     /// Pushes that passed verification, per app id, whatever the answer (injected faults
     /// included): the requests Orceum would have seen from each app.
     pub pushes_by_app: BTreeMap<String, u64>,
+    /// Accepted events no longer kept (the ring's oldest, past its count or byte bound).
+    pub events_dropped: u64,
 }
 
 /// A running sandbox. Cheap to clone; every clone sees the same server.
@@ -169,7 +171,12 @@ impl SandboxHandle {
 
     /// Accepted events, in arrival order.
     pub fn events(&self) -> Vec<ReceivedEvent> {
-        self.sandbox.recorded().events.clone()
+        self.sandbox.recorded().events.iter().cloned().collect()
+    }
+
+    /// Keep at most `n` accepted events (the oldest go first); default [`DEFAULT_KEEP_EVENTS`].
+    pub fn set_keep_events(&self, n: usize) {
+        self.sandbox.recorded().keep = n.max(1);
     }
 
     /// Counters of accepted events and of every status answered.
@@ -191,6 +198,8 @@ impl SandboxHandle {
     pub fn clear(&self) {
         let mut recorded = self.sandbox.recorded();
         recorded.events.clear();
+        recorded.bytes = 0;
+        recorded.dropped = 0;
         recorded.stats = SandboxStats::default();
     }
 
@@ -221,7 +230,7 @@ pub async fn start(
     let stopped = CancellationToken::new();
     let done = stopped.clone();
     tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
+        let serve = crate::serve::serve(listener, app, shutdown, crate::serve::Limits::default());
         if let Err(e) = serve.await {
             tracing::error!(%addr, error = %e, "sandbox server stopped with an error");
         }
@@ -257,10 +266,54 @@ struct Sandbox {
     shutdown: CancellationToken,
 }
 
-#[derive(Default)]
+/// How many accepted events a sandbox keeps by default (the oldest go first).
+pub const DEFAULT_KEEP_EVENTS: usize = 100_000;
+
+/// The most body bytes the kept events may hold together, whatever their count.
+pub const MAX_KEPT_BYTES: usize = 256 * 1024 * 1024;
+
+/// The most events one `GET /_sandbox/events` returns (page on with `?since=`).
+const MAX_LISTED: usize = 10_000;
+
+/// The accepted events, a bounded ring: an unauthenticated sender (`--accept-any`) cannot
+/// grow the sandbox past [`MAX_KEPT_BYTES`] or `keep` events.
 struct Recorded {
-    events: Vec<ReceivedEvent>,
+    events: VecDeque<ReceivedEvent>,
+    /// Body bytes of `events`.
+    bytes: usize,
+    /// Events dropped from the front since the last clear: `?since=` counts from the first
+    /// event ever accepted.
+    dropped: usize,
+    keep: usize,
     stats: SandboxStats,
+}
+
+impl Default for Recorded {
+    fn default() -> Self {
+        Recorded {
+            events: VecDeque::new(),
+            bytes: 0,
+            dropped: 0,
+            keep: DEFAULT_KEEP_EVENTS,
+            stats: SandboxStats::default(),
+        }
+    }
+}
+
+impl Recorded {
+    fn push(&mut self, e: ReceivedEvent) {
+        while !self.events.is_empty()
+            && (self.events.len() >= self.keep.max(1) || self.bytes + e.body.len() > MAX_KEPT_BYTES)
+        {
+            if let Some(old) = self.events.pop_front() {
+                self.bytes -= old.body.len();
+                self.dropped += 1;
+                self.stats.events_dropped += 1;
+            }
+        }
+        self.bytes += e.body.len();
+        self.events.push_back(e);
+    }
 }
 
 /// A refusal: the status and the reason sent as `{"error": reason}`.
@@ -384,7 +437,7 @@ impl Sandbox {
             let mut recorded = self.recorded();
             recorded.stats.accepted += 1;
             *recorded.stats.by_status.entry(200).or_default() += 1;
-            recorded.events.push(received);
+            recorded.push(received);
         }
         Json(json!({
             "event_id": event_id,
@@ -441,7 +494,8 @@ async fn push(
 
 #[derive(Deserialize)]
 struct EventsQuery {
-    /// Skip the first `since` events, so a poller fetches only what is new.
+    /// Skip the first `since` events ever accepted (dropped ones count), so a poller fetches
+    /// only what is new; at most 10,000 a page.
     #[serde(default)]
     since: usize,
 }
@@ -464,7 +518,8 @@ async fn list_events(
     let events: Vec<Value> = recorded
         .events
         .iter()
-        .skip(since)
+        .skip(since.saturating_sub(recorded.dropped))
+        .take(MAX_LISTED)
         .map(ReceivedEvent::to_json)
         .collect();
     Json(Value::Array(events)).into_response()
@@ -859,5 +914,32 @@ mod tests {
         assert!(tokio::net::TcpStream::connect(s.handle.addr())
             .await
             .is_err());
+    }
+
+    #[test]
+    fn the_ring_keeps_the_newest_events_within_its_bounds_and_since_counts_every_event() {
+        let ev = |n: usize, bytes: usize| ReceivedEvent {
+            app_id: format!("app_{n}"),
+            event_id: String::new(),
+            event: Value::Null,
+            body: vec![b'x'; bytes],
+            headers: Default::default(),
+            received_at: Utc::now(),
+        };
+        let mut r = Recorded {
+            keep: 3,
+            ..Recorded::default()
+        };
+        for n in 0..5 {
+            r.push(ev(n, 10));
+        }
+        let kept: Vec<&str> = r.events.iter().map(|e| e.app_id.as_str()).collect();
+        assert_eq!(kept, ["app_2", "app_3", "app_4"]);
+        assert_eq!((r.dropped, r.bytes, r.stats.events_dropped), (2, 30, 2));
+        // Bytes bound: one huge body pushes every older one out, and is itself kept.
+        r.push(ev(5, MAX_KEPT_BYTES));
+        assert_eq!(r.events.len(), 1);
+        assert_eq!(r.bytes, MAX_KEPT_BYTES);
+        assert_eq!(r.dropped, 5);
     }
 }
