@@ -1,94 +1,221 @@
-//! `${VAR}` interpolation of the raw config text, before it is parsed.
+//! `${VAR}` interpolation into the *parsed* config: the document is parsed first, then each
+//! string scalar gets its variables, so an environment value is data, never YAML. A value with
+//! quotes, a newline and `key: value` in it (`x"\n  security.protocol: PLAINTEXT`) stays one
+//! string; it cannot add keys, close a quote or change a type.
 //!
 //! `$${` writes a literal `${`. jq's own `$meta` has no brace, so templates are untouched.
-//! Whole-line comments are left as they are, so a comment may mention `${…}`.
-//! A missing variable is an error naming the variable and its line; every missing variable is
-//! reported, not just the first.
+//! Comments are gone after parsing, so a comment may mention `${…}`. Map keys are never
+//! interpolated.
+//!
+//! A scalar that is exactly one reference (`max_in_flight: ${N}`) takes the value's YAML scalar
+//! type when it is a number or a boolean (`100`, `true`), so numbers and flags can come from the
+//! environment; anything else stays a string. A missing variable is an error naming the
+//! variable and the path of the value; every missing variable is reported, not just the first.
 
 use super::ConfigError;
+use yaml_serde::Value;
 
-/// Replaces every `${NAME}` in `text` using `lookup`. Returns the new text (a missing variable
-/// becomes empty) and every error found, so parsing can go on and report more.
-pub fn interpolate(
-    text: &str,
-    lookup: impl Fn(&str) -> Option<String>,
-) -> (String, Vec<ConfigError>) {
-    let mut out = String::with_capacity(text.len());
+/// Replaces every `${NAME}` in the string scalars of `doc` using `lookup`, in place. A
+/// missing variable becomes empty and is reported, so parsing can go on and report more.
+pub fn interpolate(doc: &mut Value, lookup: &dyn Fn(&str) -> Option<String>) -> Vec<ConfigError> {
     let mut errors = Vec::new();
-    for (line_no, line) in text.split_inclusive('\n').enumerate() {
-        if line.trim_start().starts_with('#') {
-            out.push_str(line);
-            continue;
-        }
-        let mut rest = line;
-        while let Some(at) = rest.find('$') {
-            out.push_str(&rest[..at]);
-            let tail = &rest[at..];
-            if let Some(after) = tail.strip_prefix("$${") {
-                out.push_str("${");
-                rest = after;
-            } else if let Some(after) = tail.strip_prefix("${") {
-                match after.find('}') {
-                    Some(end) => {
-                        let name = &after[..end];
-                        if name.is_empty()
-                            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                        {
-                            errors.push(ConfigError::new(
-                                format!("line {}", line_no + 1),
-                                format!("${{{name}}} is not a valid environment variable reference; use ${{NAME}} with letters, digits and _ (write $${{ for a literal ${{)"),
-                            ));
-                        } else {
-                            match lookup(name) {
-                                Some(value) => out.push_str(&value),
-                                None => errors.push(ConfigError::new(
-                                    format!("line {}", line_no + 1),
-                                    format!("environment variable {name} is not set (referenced as ${{{name}}}); export it or remove the reference"),
-                                )),
-                            }
-                        }
-                        rest = &after[end + 1..];
-                    }
-                    None => {
-                        errors.push(ConfigError::new(
-                            format!("line {}", line_no + 1),
-                            "unclosed ${ (write $${ for a literal ${)",
-                        ));
-                        out.push_str(tail);
-                        rest = "";
-                    }
-                }
-            } else {
-                out.push('$');
-                rest = &tail[1..];
+    walk(doc, String::new(), lookup, &mut errors);
+    errors
+}
+
+fn walk(
+    v: &mut Value,
+    path: String,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) {
+    match v {
+        Value::String(s) => {
+            if let Some(new) = substitute(s, &path, lookup, errors) {
+                *v = new;
             }
         }
-        out.push_str(rest);
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                walk(item, format!("{path}[{i}]"), lookup, errors);
+            }
+        }
+        Value::Mapping(map) => {
+            for (k, item) in map.iter_mut() {
+                let key = match k {
+                    Value::String(k) => k.clone(),
+                    other => yaml_serde::to_string(other)
+                        .map(|s| s.trim_end().to_string())
+                        .unwrap_or_default(),
+                };
+                let child = if path.is_empty() {
+                    key
+                } else {
+                    format!("{path}.{key}")
+                };
+                walk(item, child, lookup, errors);
+            }
+        }
+        Value::Tagged(t) => walk(&mut t.value, path, lookup, errors),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
-    (out, errors)
+}
+
+/// The scalar `s` with its references replaced; `None` if it has none (left as it is).
+fn substitute(
+    s: &str,
+    path: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Value> {
+    if !s.contains('$') {
+        return None;
+    }
+    let at = || {
+        if path.is_empty() {
+            "(top level)".to_string()
+        } else {
+            path.to_string()
+        }
+    };
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    let mut references = 0;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(after) = tail.strip_prefix("$${") {
+            out.push_str("${");
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("${") {
+            let Some(end) = after.find('}') else {
+                errors.push(ConfigError::new(
+                    at(),
+                    "unclosed ${ (write $${ for a literal ${)",
+                ));
+                out.push_str(tail);
+                rest = "";
+                continue;
+            };
+            let name = &after[..end];
+            references += 1;
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                errors.push(ConfigError::new(
+                    at(),
+                    format!("${{{name}}} is not a valid environment variable reference; use ${{NAME}} with letters, digits and _ (write $${{ for a literal ${{)"),
+                ));
+            } else {
+                match lookup(name) {
+                    Some(value) => out.push_str(&value),
+                    None => errors.push(ConfigError::new(
+                        at(),
+                        format!("environment variable {name} is not set (referenced as ${{{name}}}); export it or remove the reference"),
+                    )),
+                }
+            }
+            rest = &after[end + 1..];
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    let whole_reference = references == 1 && s.starts_with("${") && s.ends_with('}');
+    if whole_reference {
+        if let Some(typed) = scalar(&out) {
+            return Some(typed);
+        }
+    }
+    Some(Value::String(out))
+}
+
+/// `text` as a YAML number or boolean, if it is exactly one.
+fn scalar(text: &str) -> Option<Value> {
+    let t = text.trim();
+    if t.is_empty() || t.contains(['\n', '#', ':', '[', '{', '"', '\'', '&', '*', '!', '|', '>']) {
+        return None;
+    }
+    match yaml_serde::from_str::<Value>(t) {
+        Ok(v @ (Value::Number(_) | Value::Bool(_))) => Some(v),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn env(name: &str) -> Option<String> {
-        (name == "HOST").then(|| "kafka:9092".to_string())
+        match name {
+            "HOST" => Some("kafka:9092".to_string()),
+            "N" => Some("100".to_string()),
+            "EVIL" => Some("x\"\n        security.protocol: \"PLAINTEXT".to_string()),
+            _ => None,
+        }
+    }
+
+    fn doc(text: &str) -> Value {
+        yaml_serde::from_str(text).unwrap()
     }
 
     #[test]
     fn replaces_variables_and_leaves_jq_variables_alone() {
-        let (out, errs) = interpolate("a: ${HOST}\nb: '$meta.key'\nc: $${HOST}\n# ${…}\n", env);
-        assert!(errs.is_empty());
-        assert_eq!(out, "a: kafka:9092\nb: '$meta.key'\nc: ${HOST}\n# ${…}\n");
+        let mut d = doc("a: ${HOST}\nb: '$meta.key'\nc: $${HOST}\n# ${…}\nn: ${N}\nq: \"${N}x\"\n");
+        let errs = interpolate(&mut d, &env);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(
+            d,
+            doc("a: kafka:9092\nb: '$meta.key'\nc: \"${HOST}\"\nn: 100\nq: 100x\n")
+        );
     }
 
     #[test]
-    fn reports_every_missing_variable_with_its_line() {
-        let (_, errs) = interpolate("a: ${NOPE}\nb: ${HOST}\nc: ${ALSO_NOPE}\n", env);
-        assert_eq!(errs.len(), 2);
-        assert_eq!(errs[0].path, "line 1");
+    fn reports_every_missing_variable_with_its_path() {
+        let mut d = doc("a: ${NOPE}\nb: ${HOST}\nlist:\n  - { c: \"${ALSO_NOPE}\" }\n");
+        let errs = interpolate(&mut d, &env);
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(errs[0].path, "a");
         assert!(errs[0].message.contains("NOPE"));
-        assert_eq!(errs[1].path, "line 3");
+        assert_eq!(errs[1].path, "list[0].c");
+    }
+
+    #[test]
+    fn a_value_with_quotes_and_newlines_stays_one_string() {
+        let mut d = doc("kafka:\n  properties:\n    sasl.password: \"${EVIL}\"\n    security.protocol: SASL_SSL\n");
+        interpolate(&mut d, &env);
+        let props = &d["kafka"]["properties"];
+        assert_eq!(props["security.protocol"], Value::String("SASL_SSL".into()));
+        assert_eq!(
+            props["sasl.password"],
+            Value::String(env("EVIL").unwrap()),
+            "the whole value, as data"
+        );
+        assert_eq!(props.as_mapping().map(|m| m.len()), Some(2), "no key added");
+    }
+
+    proptest! {
+        /// Whatever a variable holds, the document keeps its shape: the same keys at the same
+        /// places, and the referencing scalar is the value (as a string, or the number or
+        /// boolean it spells).
+        #[test]
+        fn no_value_changes_the_documents_shape(value in "(?s).{0,80}") {
+            let mut d = doc("a:\n  b: ${V}\n  c: \"x${V}y\"\n  d: [1, \"${V}\"]\nz: keep\n");
+            let before = d.clone();
+            let lookup = |n: &str| (n == "V").then(|| value.clone());
+            let errs = interpolate(&mut d, &lookup);
+            prop_assert!(errs.is_empty());
+            let keys = |v: &Value| v.as_mapping().map(|m| m.keys().cloned().collect::<Vec<_>>());
+            prop_assert_eq!(keys(&d), keys(&before));
+            prop_assert_eq!(keys(&d["a"]), keys(&before["a"]));
+            prop_assert_eq!(d["z"].clone(), Value::String("keep".into()));
+            prop_assert_eq!(d["a"]["c"].clone(), Value::String(format!("x{value}y")));
+            prop_assert_eq!(d["a"]["d"].as_sequence().map(Vec::len), Some(2));
+            match &d["a"]["b"] {
+                Value::String(s) => prop_assert_eq!(s, &value),
+                Value::Number(_) | Value::Bool(_) => prop_assert!(scalar(&value).is_some()),
+                other => prop_assert!(false, "became {:?}", other),
+            }
+        }
     }
 }

@@ -1,9 +1,11 @@
 //! The YAML contract of `orceum-bridge` (see PRODUCT.md, "Configuration").
 //!
 //! Loading goes in three steps, each in its own file:
-//! 1. [`interpolate`] replaces `${VAR}` with the environment, collecting every missing variable;
-//! 2. [`model`] deserialises the text into plain structs (`deny_unknown_fields` everywhere), so a
-//!    typo is an error with its path and line instead of a silently ignored key;
+//! 1. [`parse`] reads the YAML into a document (syntax errors and duplicate keys with their
+//!    line), and [`interpolate`] replaces `${VAR}` in its string scalars, collecting every
+//!    missing variable (a value is data: it can never add keys or change the document's shape);
+//! 2. [`model`] deserialises the document into plain structs (`deny_unknown_fields`
+//!    everywhere), so a typo is an error with its path instead of a silently ignored key;
 //! 3. `crate::build` (outside this module) checks what serde cannot (references between
 //!    sections, secrets, templates) and builds the runtime `Bridge`.
 //!

@@ -32,6 +32,7 @@ mod chaos_kafka;
 mod cli;
 mod deploy_metrics;
 mod engine;
+mod hostile;
 mod kafka_crash;
 mod kafka_delivery;
 mod kafka_faults;
