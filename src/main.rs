@@ -78,11 +78,13 @@ enum Command {
         #[arg(long = "meta")]
         meta: Vec<String>,
     },
-    /// A local Orceum-compatible endpoint that verifies every request as the spec says.
+    /// For local testing: an Orceum-compatible endpoint that verifies every request as the
+    /// spec says. Not a server to expose: keep it on a loopback address.
     Sandbox {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
-        /// APP_ID=SECRET, repeatable.
+        /// APP_ID=SECRET, APP_ID=file:PATH or APP_ID=env:NAME (repeatable). Prefer file: or
+        /// env:, a secret on the command line is visible in `ps`.
         #[arg(long = "app")]
         apps: Vec<String>,
         /// Accept requests without checking secret and signature (benchmarking peers).
@@ -317,10 +319,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let mut app_map = HashMap::new();
             for a in &apps {
-                let (id, secret) = a
-                    .split_once('=')
-                    .with_context(|| "--app takes APP_ID=SECRET".to_string())?;
-                app_map.insert(id.to_string(), secret.to_string());
+                let (id, secret) = a.split_once('=').with_context(|| {
+                    "--app takes APP_ID=SECRET, APP_ID=file:PATH or APP_ID=env:NAME".to_string()
+                })?;
+                app_map.insert(id.to_string(), sandbox_secret(id, secret)?);
             }
             if app_map.is_empty() && !accept_any {
                 anyhow::bail!("give at least one --app APP_ID=SECRET, or --accept-any");
@@ -349,7 +351,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 let shutdown = CancellationToken::new();
                 let handle = sandbox::start(cfg, listener, shutdown.clone()).await?;
                 handle.set_keep_events(keep_events);
-                eprintln!("sandbox listening: base_url {}", handle.base_url());
+                if !handle.addr().ip().is_loopback() {
+                    eprintln!(
+                        "WARNING: the sandbox listens on {}, reachable from other machines; it is for local testing (use --listen 127.0.0.1:PORT)",
+                        handle.addr()
+                    );
+                }
+                eprintln!(
+                    "sandbox listening on {}: base_url {}",
+                    handle.addr(),
+                    handle.base_url()
+                );
                 wait_for_signal().await;
                 shutdown.cancel();
                 handle.stopped().await;
@@ -419,4 +431,20 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// A sandbox app's secret: given inline, `file:PATH` or `env:NAME` (read like a config secret:
+/// a regular file under 64 KiB, trimmed, not empty).
+fn sandbox_secret(id: &str, given: &str) -> anyhow::Result<String> {
+    use secrecy::ExposeSecret;
+    let source = if let Some(path) = given.strip_prefix("file:") {
+        config::SecretSource::File(PathBuf::from(path))
+    } else if let Some(name) = given.strip_prefix("env:") {
+        config::SecretSource::Env(name.to_string())
+    } else {
+        return Ok(given.to_string());
+    };
+    let secret = config::secret::read_plain(&source, &|n| std::env::var(n).ok())
+        .with_context(|| format!("--app {id}: cannot read its secret"))?;
+    Ok(secret.expose_secret().to_string())
 }

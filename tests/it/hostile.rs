@@ -169,3 +169,57 @@ fn a_failing_template_dead_letters_with_types_not_the_payload() {
     assert_eq!(code, Some(0), "{text}");
     assert!(!text.contains("4111111111111111"), "{text}");
 }
+
+#[test]
+fn the_sandbox_warns_off_loopback_and_takes_secrets_from_the_environment() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orceum-bridge"))
+        .args([
+            "sandbox",
+            "--listen",
+            "0.0.0.0:0",
+            "--quiet",
+            "--app",
+            "app_1=env:SBX_SECRET",
+        ])
+        .env("SBX_SECRET", SECRET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        let done = line.starts_with("sandbox listening on ");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = lines.join("\n");
+    assert!(
+        text.contains("WARNING: the sandbox listens on 0.0.0.0:"),
+        "{text}"
+    );
+    assert!(text.contains("sandbox listening on 0.0.0.0:"), "{text}");
+    assert!(!text.contains(SECRET), "{text}");
+
+    // A missing variable is an error naming it, before anything listens.
+    let out = Command::new(env!("CARGO_BIN_EXE_orceum-bridge"))
+        .args([
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--app",
+            "app_1=env:SBX_NOT_SET",
+        ])
+        .env_remove("SBX_NOT_SET")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("SBX_NOT_SET"), "{text}");
+}
