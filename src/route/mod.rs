@@ -4,6 +4,7 @@
 //! event, a reason to skip it, or a reason to dead-letter it. The same code serves `run`,
 //! `render` and the tests, so what `render` shows is what `run` sends.
 
+pub mod budget;
 mod shortcut;
 pub mod table;
 pub mod template;
@@ -122,8 +123,14 @@ impl Route {
             jaq_json::Val::Null
         };
         let run = |field: &str, t: &JqTemplate| -> Result<Option<Value>, Rejection> {
-            t.run_vals(input, &meta_val)
-                .map_err(|e| Rejection::new("template_error", format!("{field}: {e}")))
+            t.run_vals(input, &meta_val).map_err(|e| {
+                let kind = if e.starts_with(template::OVER_BUDGET) {
+                    "template_budget"
+                } else {
+                    "template_error"
+                };
+                Rejection::new(kind, format!("{field}: {e}"))
+            })
         };
 
         if let Some(filter) = &self.filter {

@@ -53,6 +53,7 @@ impl JqTemplate {
     /// Parses and compiles `code`; the error names the position and what was expected.
     pub fn compile(code: &str) -> Result<Self, String> {
         let filter = compile_filter(code)?;
+        super::budget::check(code)?;
         let mut template = Self {
             source: code.to_string(),
             filter: OnceLock::from(Ok(filter)),
@@ -123,7 +124,15 @@ impl JqTemplate {
         let mut outputs = filter.id.run((ctx, input));
         match outputs.next() {
             None => Ok(None),
-            Some(Ok(v)) => Ok(Some(val_to_json(&v))),
+            Some(Ok(v)) => {
+                let mut left = super::budget::MAX_OUTPUT_VALUES;
+                bounded_json(&v, &mut left).map(Some).ok_or_else(|| {
+                    format!(
+                        "{OVER_BUDGET}the output has more than {} values",
+                        super::budget::MAX_OUTPUT_VALUES
+                    )
+                })
+            }
             // Not `jaq_core::unwrap_valr`: it exits the process on `halt`.
             Some(Err(exn)) => match exn.get_err() {
                 Ok(err) => Err(without_payload(&err.to_string())),
@@ -247,6 +256,35 @@ pub fn json_to_val(v: &Value) -> Val {
                 .collect(),
         ),
     }
+}
+
+/// How a template error over the budget starts (its dead-letter reason is `template_budget`).
+pub const OVER_BUDGET: &str = "over the template budget: ";
+
+/// [`val_to_json`], counting values down from `left`; `None` past zero. jaq shares values, so
+/// a small template can describe a huge output (`[., .]` applied 40 times): it is never
+/// materialised past the budget.
+fn bounded_json(v: &Val, left: &mut usize) -> Option<Value> {
+    *left = left.checked_sub(1)?;
+    Some(match v {
+        Val::Arr(a) => Value::Array(
+            a.iter()
+                .map(|x| bounded_json(x, left))
+                .collect::<Option<_>>()?,
+        ),
+        Val::Obj(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| {
+                    let k = match k {
+                        Val::TStr(b) | Val::BStr(b) => String::from_utf8_lossy(b).into_owned(),
+                        other => other.to_string(),
+                    };
+                    Some((k, bounded_json(x, left)?))
+                })
+                .collect::<Option<_>>()?,
+        ),
+        scalar => val_to_json(scalar),
+    })
 }
 
 pub(crate) fn val_to_json(v: &Val) -> Value {
@@ -376,6 +414,18 @@ fn compile_errors(code: &str, errs: compile::Errors<&str, ()>) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_output_over_the_budget_is_an_error_not_a_materialised_value() {
+        // 2^25 = 33 million values through sharing, from a 10-byte input.
+        let code = format!("{}.", "[., .] | ".repeat(25));
+        let t = JqTemplate::compile(&code).unwrap();
+        let err = t.run(&json!(1), &json!({})).unwrap_err();
+        assert!(err.starts_with(OVER_BUDGET), "{err}");
+        // Just under it is fine.
+        let t = JqTemplate::compile(&format!("{}.", "[., .] | ".repeat(10))).unwrap();
+        assert!(t.run(&json!(1), &json!({})).unwrap().is_some());
+    }
 
     #[test]
     fn errors_name_the_types_not_the_values() {

@@ -223,3 +223,35 @@ fn the_sandbox_warns_off_loopback_and_takes_secrets_from_the_environment() {
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("SBX_NOT_SET"), "{text}");
 }
+
+#[test]
+fn a_template_that_could_run_without_end_is_refused_by_check() {
+    for (expr, says) in [
+        ("{items: [range(.count)]}", "`range` needs number literals"),
+        ("def f: f; f", "calls itself"),
+        ("{x: [limit(10; repeat(1))]}", "repeat"),
+        (r#"{s: ("x" * .n)}"#, "`*` needs a literal"),
+    ] {
+        let (code, text) = run(&["check"], &config(expr), &[], b"");
+        assert_eq!(code, Some(1), "{expr}: {text}");
+        assert!(
+            text.contains("routes[0].event.event_data"),
+            "{expr}: {text}"
+        );
+        assert!(text.contains(says), "{expr}: {text}");
+    }
+}
+
+#[test]
+fn an_output_over_the_budget_is_dead_lettered_as_template_budget() {
+    // Sharing: 2^25 values described by a 250-byte template from a 40-byte message.
+    let expr = format!("{{x: ({}.)}}", "[., .] | ".repeat(25));
+    let (code, text) = run(
+        &["render", "--route", "done"],
+        &config(&expr),
+        &[],
+        br#"{"id": 1, "user": {"id": "u1"}}"#,
+    );
+    assert_eq!(code, Some(4), "{text}");
+    assert!(text.contains("template_budget"), "{text}");
+}
