@@ -187,10 +187,30 @@ impl OrceumClient {
 
     /// Signs `body` for `app` with a fresh timestamp and sends it once.
     pub async fn push(&self, app: &App, body: bytes::Bytes) -> Result<PushResponse, PushError> {
-        let req = prepare(&self.base_url, app, body);
+        let mut req = prepare(&self.base_url, app, body);
         let mut builder = self.http.post(self.parsed(&req.url)?);
-        for (k, v) in &req.headers {
-            builder = builder.header(*k, v);
+        for (k, v) in req.headers.iter_mut() {
+            if *k == SECRET_HEADER {
+                // Marked sensitive (never printed by the HTTP stack's Debug, kept out of
+                // HPACK tables), and this copy of the secret wiped once it is in the request.
+                let value = reqwest::header::HeaderValue::from_str(v).map(|mut h| {
+                    h.set_sensitive(true);
+                    h
+                });
+                secrecy::zeroize::Zeroize::zeroize(v);
+                match value {
+                    Ok(h) => builder = builder.header(*k, h),
+                    // `orceum::app` admits only header-safe secrets.
+                    Err(_) => {
+                        return Err(PushError::Other {
+                            url: req.url.clone(),
+                            reason: "the app secret cannot go into an HTTP header".into(),
+                        })
+                    }
+                }
+            } else {
+                builder = builder.header(*k, v.as_str());
+            }
         }
         let url = req.url.clone();
         let resp = builder
