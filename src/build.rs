@@ -83,8 +83,13 @@ pub fn load_str(
     }
 }
 
-fn compile(errors: &mut Vec<ConfigError>, path: String, code: &str) -> Option<JqTemplate> {
-    match JqTemplate::compile(code) {
+fn compile(
+    errors: &mut Vec<ConfigError>,
+    vars: Option<&Arc<serde_json::Value>>,
+    path: String,
+    code: &str,
+) -> Option<JqTemplate> {
+    match JqTemplate::compile_with_vars(code, vars) {
         Ok(t) => Some(t),
         Err(e) => {
             errors.push(ConfigError::new(path, e));
@@ -258,7 +263,54 @@ fn sources(file: &ConfigFile, env: &dyn Fn(&str) -> Option<String>, errors: &mut
 }
 
 /// `routes:`: names, references, what each bus needs of a route, and every template compiled.
+/// `vars:`: constants for the templates, as `$vars`. Never from the environment: a `${` in
+/// them is refused (they reach every template, and `render` prints what templates make).
+fn template_vars(
+    file: &ConfigFile,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Arc<serde_json::Value>> {
+    fn find_reference(v: &yaml_serde::Value, path: String, errors: &mut Vec<ConfigError>) {
+        match v {
+            yaml_serde::Value::String(s) if s.contains("${") => errors.push(ConfigError::new(
+                path,
+                "vars are constants written in the config: ${…} is not read here (the environment holds secrets, and vars reach every template and render's output)",
+            )),
+            yaml_serde::Value::Sequence(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    find_reference(item, format!("{path}[{i}]"), errors);
+                }
+            }
+            yaml_serde::Value::Mapping(m) => {
+                for (k, item) in m {
+                    let k = k.as_str().unwrap_or("?");
+                    find_reference(item, format!("{path}.{k}"), errors);
+                }
+            }
+            yaml_serde::Value::Tagged(t) => find_reference(&t.value, path, errors),
+            _ => {}
+        }
+    }
+    if file.vars.is_empty() {
+        return None;
+    }
+    for (k, v) in &file.vars {
+        find_reference(v, format!("vars.{k}"), errors);
+    }
+    match serde_json::to_value(&file.vars) {
+        Ok(v) => Some(Arc::new(v)),
+        Err(e) => {
+            errors.push(ConfigError::new(
+                "vars",
+                format!("cannot be used as JSON: {e}"),
+            ));
+            None
+        }
+    }
+}
+
 fn routes(file: &ConfigFile, errors: &mut Vec<ConfigError>) -> Vec<Arc<Route>> {
+    let vars = template_vars(file, errors);
+    let vars = vars.as_ref();
     let mut routes = Vec::new();
     let mut names = BTreeSet::new();
     if file.routes.is_empty() {
@@ -301,16 +353,21 @@ fn routes(file: &ConfigFile, errors: &mut Vec<ConfigError>) -> Vec<Arc<Route>> {
         let filter = r
             .filter
             .as_deref()
-            .and_then(|f| compile(errors, format!("{path}.filter"), f));
+            .and_then(|f| compile(errors, vars, format!("{path}.filter"), f));
         let e = &r.event;
         let ep = format!("{path}.event");
-        let installation_id = compile(errors, format!("{ep}.installation_id"), &e.installation_id);
-        let event_type = compile(errors, format!("{ep}.event_type"), &e.event_type);
-        let event_data = compile(errors, format!("{ep}.event_data"), &e.event_data);
+        let installation_id = compile(
+            errors,
+            vars,
+            format!("{ep}.installation_id"),
+            &e.installation_id,
+        );
+        let event_type = compile(errors, vars, format!("{ep}.event_type"), &e.event_type);
+        let event_data = compile(errors, vars, format!("{ep}.event_data"), &e.event_data);
         let mut optional = |field: &str, code: &Option<String>| -> Result<Option<JqTemplate>, ()> {
             match code {
                 None => Ok(None),
-                Some(c) => compile(errors, format!("{ep}.{field}"), c)
+                Some(c) => compile(errors, vars, format!("{ep}.{field}"), c)
                     .map(Some)
                     .ok_or(()),
             }

@@ -5,7 +5,7 @@
 //!
 //! `$${` writes a literal `${`. jq's own `$meta` has no brace, so templates are untouched.
 //! Comments are gone after parsing, so a comment may mention `${…}`. Map keys are never
-//! interpolated.
+//! interpolated, and neither is the top-level `vars:` (template constants, never secrets).
 //!
 //! A scalar that is exactly one reference (`max_in_flight: ${N}`) takes the value's YAML scalar
 //! type when it is a number or a boolean (`100`, `true`), so numbers and flags can come from the
@@ -48,6 +48,11 @@ fn walk(
                         .map(|s| s.trim_end().to_string())
                         .unwrap_or_default(),
                 };
+                if path.is_empty() && key == "vars" {
+                    // Template constants are never read from the environment: they reach every
+                    // template and `render`'s output (build refuses a `${` in them).
+                    continue;
+                }
                 let child = if path.is_empty() {
                     key
                 } else {

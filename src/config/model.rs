@@ -20,6 +20,9 @@ pub struct ConfigFile {
     pub delivery: DeliveryConfig,
     #[serde(default)]
     pub observability: ObservabilityConfig,
+    /// Constants every template reads as `$vars` (written here, never from the environment).
+    #[serde(default)]
+    pub vars: BTreeMap<String, yaml_serde::Value>,
 }
 
 /// Where Orceum is and how long one push may take.

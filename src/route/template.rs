@@ -24,6 +24,8 @@ type Data = JustLut<Val>;
 /// A compiled jq expression with the global variable `$meta`.
 pub struct JqTemplate {
     source: String,
+    /// The config's `vars:`, as `$vars` (only kept when the expression reads it).
+    vars: Option<std::sync::Arc<Value>>,
     /// Kept from the start for `Shape::Jq`; compiled on first need for the others.
     filter: OnceLock<Result<jaq_core::Filter<Data>, String>>,
     shape: Shape,
@@ -52,10 +54,19 @@ const _: () = {
 impl JqTemplate {
     /// Parses and compiles `code`; the error names the position and what was expected.
     pub fn compile(code: &str) -> Result<Self, String> {
+        Self::compile_with_vars(code, None)
+    }
+
+    /// [`JqTemplate::compile`], with the config's `vars:` as `$vars` (`{}` without them).
+    pub fn compile_with_vars(
+        code: &str,
+        vars: Option<&std::sync::Arc<Value>>,
+    ) -> Result<Self, String> {
         let filter = compile_filter(code)?;
         super::budget::check(code)?;
         let mut template = Self {
             source: code.to_string(),
+            vars: vars.filter(|_| code.contains("$vars")).cloned(),
             filter: OnceLock::from(Ok(filter)),
             shape: Shape::Jq,
         };
@@ -120,7 +131,11 @@ impl JqTemplate {
             .get_or_init(|| compile_filter(&self.source))
             .as_ref()
             .map_err(Clone::clone)?;
-        let ctx = Ctx::<Data>::new(&filter.lut, Vars::new([meta]));
+        let vars = match &self.vars {
+            Some(v) => json_to_val(v),
+            None => Val::obj(Default::default()),
+        };
+        let ctx = Ctx::<Data>::new(&filter.lut, Vars::new([meta, vars]));
         let mut outputs = filter.id.run((ctx, input));
         match outputs.next() {
             None => Ok(None),
@@ -225,7 +240,7 @@ fn compile_filter(code: &str) -> Result<jaq_core::Filter<Data>, String> {
         .map_err(|errs| load_errors(code, errs))?;
     Compiler::default()
         .with_funs(funs)
-        .with_global_vars(["$meta"])
+        .with_global_vars(["$meta", "$vars"])
         .compile(modules)
         .map_err(|errs| compile_errors(code, errs))
 }
@@ -453,6 +468,22 @@ mod tests {
         let big = json!({"blob": "x".repeat(50_000)});
         let e = fails("error(.blob)", &big);
         assert!(e.len() < 200, "{} bytes", e.len());
+    }
+
+    #[test]
+    fn vars_are_read_as_dollar_vars_and_default_to_an_empty_object() {
+        let vars = std::sync::Arc::new(json!({"team": "ops", "levels": {"gold": "high"}}));
+        let t = JqTemplate::compile_with_vars(
+            "{team: $vars.team, p: $vars.levels[.tier]}",
+            Some(&vars),
+        )
+        .unwrap();
+        assert_eq!(
+            t.run(&json!({"tier": "gold"}), &json!({})).unwrap(),
+            Some(json!({"team": "ops", "p": "high"}))
+        );
+        let t = JqTemplate::compile("$vars").unwrap();
+        assert_eq!(t.run(&json!({}), &json!({})).unwrap(), Some(json!({})));
     }
 
     #[test]

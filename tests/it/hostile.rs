@@ -255,3 +255,26 @@ fn an_output_over_the_budget_is_dead_lettered_as_template_budget() {
     assert_eq!(code, Some(4), "{text}");
     assert!(text.contains("template_budget"), "{text}");
 }
+
+#[test]
+fn vars_are_constants_and_never_read_the_environment() {
+    let with_vars = |vars: &str| format!("{}vars:\n{vars}", config("{team: $vars.team}"));
+    let (code, text) = run(
+        &["render", "--route", "done"],
+        &with_vars("  team: ops\n"),
+        &[],
+        br#"{"id": 1, "user": {"id": "u1"}}"#,
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains(r#""event_data":{"team":"ops"}"#), "{text}");
+    // A reference to the environment in vars is refused, and the secret is not read.
+    let (code, text) = run(
+        &["check"],
+        &with_vars("  team: \"${HOSTILE_SECRET}\"\n"),
+        &[],
+        b"",
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("vars.team: vars are constants"), "{text}");
+    assert!(!text.contains(SECRET), "{text}");
+}

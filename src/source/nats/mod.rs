@@ -243,7 +243,7 @@ impl RouteLoop {
     async fn hand_over(&self, msg: Message, ack: AckHandle) -> bool {
         let (mut msg, mut ack) = (msg, ack);
         loop {
-            match self.submit.submit(msg, ack) {
+            match submit_off_the_runtime(&*self.submit, msg, ack) {
                 Admission::Accepted => return true,
                 Admission::Full { msg: m, ack: a, .. } => {
                     (msg, ack) = (m, a);
@@ -268,6 +268,26 @@ impl RouteLoop {
             p = self.slots.clone().acquire_owned() => Some(Slot { _source: p.ok()?, _route: route }),
             _ = self.stop.cancelled() => None,
         }
+    }
+}
+
+/// Messages at least this large are mapped off the async workers.
+const OFF_RUNTIME_BYTES: usize = 64 * 1024;
+
+/// `submit` maps the message through its routes' templates: synchronous work bounded by the
+/// message (see `route::budget`), microseconds for a small one. A large message is mapped in
+/// `block_in_place` on the multi-threaded runtime, so a slow template holds this task's thread,
+/// not an async worker (health, metrics and the other routes keep theirs); small ones skip
+/// the hand-off's cost.
+fn submit_off_the_runtime(submit: &dyn Submit, msg: Message, ack: AckHandle) -> Admission {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let large = msg.payload.len() >= OFF_RUNTIME_BYTES;
+    if large
+        && Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread)
+    {
+        tokio::task::block_in_place(|| submit.submit(msg, ack))
+    } else {
+        submit.submit(msg, ack)
     }
 }
 
