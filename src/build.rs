@@ -9,7 +9,7 @@ use crate::config::secret::{self, SecretError};
 use crate::config::*;
 use crate::dispatch::lane::AppLimits;
 use crate::orceum::app::{App, AppSecret, Reload};
-use crate::route::template::JqTemplate;
+use crate::route::template::{JqTemplate, Surroundings};
 use crate::route::{EventTemplate, Route};
 use crate::source;
 use std::collections::{BTreeMap, BTreeSet};
@@ -85,11 +85,11 @@ pub fn load_str(
 
 fn compile(
     errors: &mut Vec<ConfigError>,
-    vars: Option<&Arc<serde_json::Value>>,
+    around: &Surroundings,
     path: String,
     code: &str,
 ) -> Option<JqTemplate> {
-    match JqTemplate::compile_with_vars(code, vars) {
+    match JqTemplate::compile_in(code, around) {
         Ok(t) => Some(t),
         Err(e) => {
             errors.push(ConfigError::new(path, e));
@@ -309,8 +309,11 @@ fn template_vars(
 }
 
 fn routes(file: &ConfigFile, errors: &mut Vec<ConfigError>) -> Vec<Arc<Route>> {
-    let vars = template_vars(file, errors);
-    let vars = vars.as_ref();
+    let around = Surroundings {
+        vars: template_vars(file, errors),
+        values_in_errors: file.observability.log_payloads,
+    };
+    let vars = &around;
     let mut routes = Vec::new();
     let mut names = BTreeSet::new();
     if file.routes.is_empty() {

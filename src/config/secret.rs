@@ -22,6 +22,47 @@ pub enum SecretError {
     NotAFile { path: String },
     #[error("secret file {path} is over {MAX_SECRET_FILE_BYTES} bytes; a secret is a short token")]
     TooLarge { path: String },
+    #[error("reading secret file {path} took over {}s (a hung network mount?); check the volume", READ_TIMEOUT.as_secs())]
+    TimedOut { path: String },
+}
+
+/// How long reading one secret file may take.
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads that timed out and may still be blocked: past a few, no new thread is started.
+static STUCK_READS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+const MAX_STUCK_READS: usize = 4;
+
+/// Runs `read` on a thread of its own and waits at most `timeout`: a read that blocks (a hung
+/// network mount) costs that thread, not the caller, and at most [`MAX_STUCK_READS`] threads.
+fn within<T: Send + 'static>(
+    timeout: std::time::Duration,
+    path: &std::path::Path,
+    read: impl FnOnce() -> Result<T, SecretError> + Send + 'static,
+) -> Result<T, SecretError> {
+    use std::sync::atomic::Ordering;
+    let timed_out = || SecretError::TimedOut {
+        path: path.display().to_string(),
+    };
+    if STUCK_READS.load(Ordering::SeqCst) >= MAX_STUCK_READS {
+        return Err(timed_out());
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let spawned = std::thread::Builder::new()
+        .name("secret-read".into())
+        .spawn(move || {
+            let _ = tx.send(read());
+        });
+    if spawned.is_err() {
+        return Err(timed_out());
+    }
+    match rx.recv_timeout(timeout) {
+        Ok(result) => result,
+        Err(_) => {
+            STUCK_READS.fetch_add(1, Ordering::SeqCst);
+            Err(timed_out())
+        }
+    }
 }
 
 /// Reads a secret: the environment variable's or the file's content, trimmed, not empty.
@@ -33,7 +74,10 @@ pub fn read_plain(
         SecretSource::Env(name) => {
             env(name).ok_or_else(|| SecretError::EnvMissing(name.clone()))?
         }
-        SecretSource::File(path) => read_file(path)?,
+        SecretSource::File(path) => {
+            let owned = path.clone();
+            within(READ_TIMEOUT, path, move || read_file(&owned))?
+        }
     };
     let value = raw.trim();
     if value.is_empty() {
@@ -87,6 +131,20 @@ pub fn origin(source: &SecretSource) -> String {
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
+
+    #[test]
+    fn a_read_that_blocks_is_given_up_after_the_timeout() {
+        let path = std::path::Path::new("/mnt/hung/secret");
+        let started = std::time::Instant::now();
+        let r: Result<(), _> = within(std::time::Duration::from_millis(100), path, || {
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            Ok(())
+        });
+        assert!(matches!(r, Err(SecretError::TimedOut { .. })), "{r:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        let ok = within(std::time::Duration::from_secs(2), path, || Ok(7));
+        assert_eq!(ok.unwrap(), 7);
+    }
 
     #[test]
     fn a_file_secret_is_trimmed_and_an_empty_one_refused() {

@@ -21,11 +21,23 @@ use std::sync::OnceLock;
 
 type Data = JustLut<Val>;
 
+/// What a config gives its templates besides their code.
+#[derive(Clone, Debug, Default)]
+pub struct Surroundings {
+    /// `vars:`, read as `$vars`.
+    pub vars: Option<std::sync::Arc<Value>>,
+    /// `observability.log_payloads`: a failing expression's error keeps the values it names
+    /// (message data, in dead-letter reasons and logs). Off by default.
+    pub values_in_errors: bool,
+}
+
 /// A compiled jq expression with the global variable `$meta`.
 pub struct JqTemplate {
     source: String,
     /// The config's `vars:`, as `$vars` (only kept when the expression reads it).
     vars: Option<std::sync::Arc<Value>>,
+    /// `observability.log_payloads`: errors keep the values jaq names.
+    values_in_errors: bool,
     /// Kept from the start for `Shape::Jq`; compiled on first need for the others.
     filter: OnceLock<Result<jaq_core::Filter<Data>, String>>,
     shape: Shape,
@@ -54,19 +66,18 @@ const _: () = {
 impl JqTemplate {
     /// Parses and compiles `code`; the error names the position and what was expected.
     pub fn compile(code: &str) -> Result<Self, String> {
-        Self::compile_with_vars(code, None)
+        Self::compile_in(code, &Surroundings::default())
     }
 
-    /// [`JqTemplate::compile`], with the config's `vars:` as `$vars` (`{}` without them).
-    pub fn compile_with_vars(
-        code: &str,
-        vars: Option<&std::sync::Arc<Value>>,
-    ) -> Result<Self, String> {
+    /// [`JqTemplate::compile`] in a config's surroundings: its `vars:` as `$vars` (`{}`
+    /// without them), and whether errors may show values (`observability.log_payloads`).
+    pub fn compile_in(code: &str, around: &Surroundings) -> Result<Self, String> {
         let filter = compile_filter(code)?;
         super::budget::check(code)?;
         let mut template = Self {
             source: code.to_string(),
-            vars: vars.filter(|_| code.contains("$vars")).cloned(),
+            vars: around.vars.clone().filter(|_| code.contains("$vars")),
+            values_in_errors: around.values_in_errors,
             filter: OnceLock::from(Ok(filter)),
             shape: Shape::Jq,
         };
@@ -150,6 +161,7 @@ impl JqTemplate {
             }
             // Not `jaq_core::unwrap_valr`: it exits the process on `halt`.
             Some(Err(exn)) => match exn.get_err() {
+                Ok(err) if self.values_in_errors => Err(err.to_string()),
                 Ok(err) => Err(without_payload(&err.to_string())),
                 Err(exn) => match exn.get_halt() {
                     Ok(code) => Err(format!("the expression called halt (exit code {code})")),
@@ -468,16 +480,27 @@ mod tests {
         let big = json!({"blob": "x".repeat(50_000)});
         let e = fails("error(.blob)", &big);
         assert!(e.len() < 200, "{} bytes", e.len());
+        // observability.log_payloads: true keeps jaq's own message, values included.
+        let around = Surroundings {
+            values_in_errors: true,
+            ..Surroundings::default()
+        };
+        let e = JqTemplate::compile_in(".user + 1", &around)
+            .unwrap()
+            .run(&secretish, &json!({}))
+            .unwrap_err();
+        assert!(e.contains("123-45-6789"), "{e}");
     }
 
     #[test]
     fn vars_are_read_as_dollar_vars_and_default_to_an_empty_object() {
         let vars = std::sync::Arc::new(json!({"team": "ops", "levels": {"gold": "high"}}));
-        let t = JqTemplate::compile_with_vars(
-            "{team: $vars.team, p: $vars.levels[.tier]}",
-            Some(&vars),
-        )
-        .unwrap();
+        let around = Surroundings {
+            vars: Some(vars),
+            values_in_errors: false,
+        };
+        let t =
+            JqTemplate::compile_in("{team: $vars.team, p: $vars.levels[.tier]}", &around).unwrap();
         assert_eq!(
             t.run(&json!({"tier": "gold"}), &json!({})).unwrap(),
             Some(json!({"team": "ops", "p": "high"}))
