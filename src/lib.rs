@@ -16,11 +16,11 @@
 //!   the partition book and its pure flow-control decision, client settings, dead-letter writer,
 //!   probe, replay reader), [`source::nats`] (core, JetStream, the same per-bus pieces).
 //! - [`message`] — the neutral ground: `Message`, `Origin`, `AckHandle`, `Final`, `Submit`.
-//! - [`route`] — the route table, filter and jq templates → [`orceum::event::OrceumEvent`]
-//!   (pure, no I/O).
+//! - [`route`] — the route table, filter and jq templates (and what a template may do:
+//!   [`route::budget`]) → [`orceum::event::OrceumEvent`] (pure, no I/O).
 //! - [`dispatch`] — `impl Submit`: per-app lanes (rate limit, `Retry-After` pause, per-key
 //!   order), the typed [`dispatch::outcome::Outcome`], one retry policy, acknowledgement once
-//!   final.
+//!   final, the mapping watchdog ([`dispatch::watch`]).
 //! - [`orceum`] — the ground floor: the app (id + secret), the event body, its signature, the
 //!   HTTP client, the scrubbing of secrets out of answers.
 //! - [`dead_letter`] — what a dead letter carries and the writer every destination implements.

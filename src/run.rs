@@ -107,6 +107,10 @@ pub async fn run_with(
     ));
 
     let secrets = spawn_secret_refresh(&bridge, shutdown.clone());
+    let watchdog = {
+        let (dispatcher, stop) = (dispatcher.clone(), health_stop.clone());
+        tokio::spawn(async move { dispatcher.watch(stop).await })
+    };
 
     let stop = CancellationToken::new();
     let mut sources: Vec<tokio::task::JoinHandle<Result<(), RunError>>> = Vec::new();
@@ -239,6 +243,7 @@ pub async fn run_with(
     secrets.abort();
     health_stop.cancel();
     let _ = health.await;
+    let _ = watchdog.await;
     tracing::info!("orceum-bridge stopped");
     match first_error {
         Some(Err(e)) => Err(e),

@@ -12,6 +12,7 @@ pub mod lane;
 pub mod outcome;
 pub mod retry;
 pub mod ticket;
+pub mod watch;
 
 pub use deliver::DeliveryContext;
 
@@ -47,6 +48,8 @@ pub struct Dispatcher {
     lanes: HashMap<String, Arc<AppLane>>,
     max_message_bytes: usize,
     ctx: Arc<DeliveryContext>,
+    /// The mappings under way, for the watchdog ([`Dispatcher::watch`]).
+    watch: Arc<watch::Watch>,
 }
 
 impl Dispatcher {
@@ -79,6 +82,19 @@ impl Dispatcher {
             lanes,
             max_message_bytes: delivery.max_message_bytes,
             ctx,
+            watch: Arc::default(),
+        }
+    }
+
+    /// Scans the mappings under way once a second until `stop`: a template running for over
+    /// 5 s is logged and counted (`orceum_bridge_templates_stalled`).
+    pub async fn watch(&self, stop: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.watch.scan(&self.ctx.metrics),
+                () = stop.cancelled() => return,
+            }
         }
     }
 
@@ -106,9 +122,11 @@ impl Submit for Dispatcher {
             ack.finish(Final::Skipped);
             return Admission::Accepted;
         }
+        let mapping = self.watch.mapping(&msg.source, &msg.origin);
         let parsed = parse_payload(&msg.payload, self.max_message_bytes);
         let mapped: Vec<Mapped> = routes.iter().map(|r| r.map(&msg, &parsed)).collect();
         drop(parsed);
+        drop(mapping);
         // Admission after mapping: only the apps this message really goes to (a filter may
         // send it nowhere) decide whether it may come in. All or nothing, so a message is
         // never half taken.

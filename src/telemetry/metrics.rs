@@ -32,6 +32,7 @@ pub struct Metrics {
     pub commit_failures: IntCounterVec,
     pub offset_map_skipped: IntCounterVec,
     pub partitions_held_by_app: IntGaugeVec,
+    pub templates_stalled: IntGaugeVec,
     pub last_commit_latency: Histogram,
 }
 
@@ -208,6 +209,12 @@ impl Metrics {
                 "kafka_partitions_held_by_app",
                 "Partitions paused because their next message is for an app that holds its whole in-flight budget.",
                 &["source", "app"],
+            ),
+            templates_stalled: gauge(
+                &r,
+                "templates_stalled",
+                "Messages whose templates have been mapping for over 5 s (their source waits meanwhile).",
+                &["source"],
             ),
             offset_map_skipped: counter(
                 &r,
