@@ -294,6 +294,10 @@ pub const OVER_BUDGET: &str = "over the template budget: ";
 fn bounded_json(v: &Val, left: &mut usize) -> Option<Value> {
     *left = left.checked_sub(1)?;
     Some(match v {
+        Val::Null => Value::Null,
+        Val::Bool(b) => Value::Bool(*b),
+        Val::Num(n) => num_to_json(n),
+        Val::TStr(b) | Val::BStr(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
         Val::Arr(a) => Value::Array(
             a.iter()
                 .map(|x| bounded_json(x, left))
@@ -310,29 +314,13 @@ fn bounded_json(v: &Val, left: &mut usize) -> Option<Value> {
                 })
                 .collect::<Option<_>>()?,
         ),
-        scalar => val_to_json(scalar),
     })
 }
 
+/// A jaq value as JSON, whole (values the bridge built itself; template outputs go through
+/// [`bounded_json`]).
 pub(crate) fn val_to_json(v: &Val) -> Value {
-    match v {
-        Val::Null => Value::Null,
-        Val::Bool(b) => Value::Bool(*b),
-        Val::Num(n) => num_to_json(n),
-        Val::TStr(b) | Val::BStr(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
-        Val::Arr(a) => Value::Array(a.iter().map(val_to_json).collect()),
-        Val::Obj(o) => Value::Object(
-            o.iter()
-                .map(|(k, v)| {
-                    let k = match k {
-                        Val::TStr(b) | Val::BStr(b) => String::from_utf8_lossy(b).into_owned(),
-                        other => other.to_string(),
-                    };
-                    (k, val_to_json(v))
-                })
-                .collect(),
-        ),
-    }
+    bounded_json(v, &mut usize::MAX.clone()).unwrap_or(Value::Null)
 }
 
 fn num_to_json(n: &Num) -> Value {

@@ -399,18 +399,6 @@ async fn a_broker_down_mid_stream_pauses_delivery_and_it_resumes_without_loss() 
     bridge.stop().await;
 }
 
-/// Current resident memory of a process (VmRSS), in KiB.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn orceum_down_for_one_app_gets_one_request_per_backoff_step_not_one_per_held_event() {
     let topic = unique("chaos-app-down");

@@ -354,17 +354,8 @@ async fn a_throttled_beside_b(shared: bool) {
         create_topic(&topic_b, 1).await;
     }
     let (mut for_a, mut for_b): (Vec<Record>, Vec<Record>) = (Vec::new(), Vec::new());
-    for i in 0..4000 {
-        let (app, inst) = if i % 10 == 0 {
-            ("a", format!("inst_a{}", i % 20))
-        } else {
-            ("b", format!("inst_b{}", i % 90))
-        };
-        let record = (
-            None,
-            format!(r#"{{"app":"{app}","inst":"{inst}","seq":{i}}}"#).into_bytes(),
-            Some(0),
-        );
+    for (app, payload) in interleaved_a_b(4000) {
+        let record = (None, payload, Some(0));
         if app == "a" || shared {
             for_a.push(record);
         } else {

@@ -109,6 +109,19 @@ async fn consumer_pending(js: &jetstream::Context, stream: &str, durable: &str) 
     (info.num_pending, info.num_ack_pending)
 }
 
+/// [`consumer_pending`] once it reads `(0, 0)`, or after 10 s (acks land asynchronously).
+async fn settled_pending(js: &jetstream::Context, stream: &str, durable: &str) -> (u64, usize) {
+    let mut pending = (u64::MAX, usize::MAX);
+    for _ in 0..50 {
+        pending = consumer_pending(js, stream, durable).await;
+        if pending == (0, 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    pending
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn core_subjects_with_wildcards_deliver_each_event_once() {
     let url = nats_url();
@@ -192,16 +205,8 @@ async fn jetstream_delivers_5000_events_exactly_once_and_leaves_nothing_pending(
     let all = wait_until(Duration::from_secs(180), || seen(&sandbox).unique() >= n).await;
     let s = seen(&sandbox);
     assert!(all, "only {} of {n} delivered", s.unique());
-    let mut pending = (u64::MAX, usize::MAX);
-    for _ in 0..50 {
-        pending = consumer_pending(&js, &name, "bridge").await;
-        if pending == (0, 0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     assert_eq!(
-        pending,
+        settled_pending(&js, &name, "bridge").await,
         (0, 0),
         "no pending or unacknowledged messages left"
     );
@@ -592,16 +597,7 @@ async fn a_throttled_app_never_holds_back_another_app_on_the_same_jetstream_stre
     let js = jetstream::new(nc.clone());
     create_stream(&js, &name, vec![format!("{name}.>")], false).await;
     // One subject, apps a and b interleaved 1:9: 400 of a's events, 3,600 of b's.
-    let events: Vec<Vec<u8>> = (0..4000)
-        .map(|i| {
-            let (app, inst) = if i % 10 == 0 {
-                ("a", format!("inst_a{}", i % 20))
-            } else {
-                ("b", format!("inst_b{}", i % 90))
-            };
-            format!(r#"{{"app":"{app}","inst":"{inst}","seq":{i}}}"#).into_bytes()
-        })
-        .collect();
+    let events: Vec<Vec<u8>> = interleaved_a_b(4000).into_iter().map(|(_, p)| p).collect();
     publish_js(&js, &format!("{name}.events"), &events).await;
     let (sandbox, _stop) = start_sandbox(Faults {
         throttle_apps: ["app_a".to_string()].into(),
@@ -669,16 +665,8 @@ async fn a_throttled_app_never_holds_back_another_app_on_the_same_jetstream_stre
         }
     }
     for durable in ["to_a", "to_b"] {
-        let mut pending = (u64::MAX, usize::MAX);
-        for _ in 0..50 {
-            pending = consumer_pending(&js, &name, durable).await;
-            if pending == (0, 0) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
         assert_eq!(
-            pending,
+            settled_pending(&js, &name, durable).await,
             (0, 0),
             "{durable}: nothing pending or unacknowledged"
         );

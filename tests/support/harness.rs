@@ -293,14 +293,42 @@ pub fn sigterm(child: &std::process::Child) {
 
 /// Peak resident memory of a process (VmHWM), in KiB.
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// Current resident memory of a process (VmRSS), in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `/proc/PID/status` field in KiB.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// Apps a and b interleaved 1:9 over `n` events (`{"app", "inst", "seq"}` payloads): every
+/// tenth is a's, over 20 installations; the rest b's, over 90.
+pub fn interleaved_a_b(n: usize) -> Vec<(&'static str, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let (app, inst) = if i % 10 == 0 {
+                ("a", format!("inst_a{}", i % 20))
+            } else {
+                ("b", format!("inst_b{}", i % 90))
+            };
+            (
+                app,
+                format!(r#"{{"app":"{app}","inst":"{inst}","seq":{i}}}"#).into_bytes(),
+            )
+        })
+        .collect()
 }
 
 /// Fetches a gauge's summed value from a bridge's `/metrics` over HTTP.

@@ -184,14 +184,24 @@ mod tests {
         (out, high - low)
     }
 
-    #[test]
-    fn arbitrary_header_bytes_and_answer_bodies_never_panic_and_every_record_is_stored_with_why() {
+    /// A mock cluster with topic `dlq`, its bootstrap servers, and a writer to `dlq`.
+    fn writer_on_mock() -> (
+        MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+        String,
+        KafkaDeadLetters,
+    ) {
         let cluster = MockCluster::new(1).unwrap();
         cluster.create_topic("dlq", 1, 1).unwrap();
         let brokers = cluster.bootstrap_servers();
         let cfg: KafkaSourceConfig =
             yaml_serde::from_str(&format!("bootstrap_servers: {brokers}\n")).unwrap();
         let writer = KafkaDeadLetters::new("events", &cfg, "dlq").unwrap();
+        (cluster, brokers, writer)
+    }
+
+    #[test]
+    fn arbitrary_header_bytes_and_answer_bodies_never_panic_and_every_record_is_stored_with_why() {
+        let (_cluster, brokers, writer) = writer_on_mock();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -274,12 +284,7 @@ mod tests {
 
     #[test]
     fn a_message_cannot_forge_the_dead_letters_own_headers() {
-        let cluster = MockCluster::new(1).unwrap();
-        cluster.create_topic("dlq", 1, 1).unwrap();
-        let brokers = cluster.bootstrap_servers();
-        let cfg: KafkaSourceConfig =
-            yaml_serde::from_str(&format!("bootstrap_servers: {brokers}\n")).unwrap();
-        let writer = KafkaDeadLetters::new("events", &cfg, "dlq").unwrap();
+        let (_cluster, brokers, writer) = writer_on_mock();
         let forged = vec![
             ("orceum.route".to_string(), Some(b"billing".to_vec())),
             (

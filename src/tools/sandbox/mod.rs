@@ -514,15 +514,60 @@ async fn list_events(
                 .into_response()
         }
     };
-    let recorded = sandbox.recorded();
-    let events: Vec<Value> = recorded
-        .events
-        .iter()
-        .skip(since.saturating_sub(recorded.dropped))
-        .take(MAX_LISTED)
-        .map(ReceivedEvent::to_json)
-        .collect();
-    Json(Value::Array(events)).into_response()
+    // Streamed in chunks, each serialised under a short lock: the listing never holds more
+    // than a chunk in memory, whatever the ring keeps.
+    const CHUNK: usize = 100;
+    struct Cursor {
+        next: usize,
+        listed: usize,
+        started: bool,
+        done: bool,
+    }
+    let cursor = Cursor {
+        next: since,
+        listed: 0,
+        started: false,
+        done: false,
+    };
+    let chunks = futures::stream::unfold(cursor, move |mut c| {
+        let sandbox = sandbox.clone();
+        async move {
+            if c.done {
+                return None;
+            }
+            let mut out = Vec::new();
+            if !c.started {
+                out.push(b'[');
+            }
+            let mut taken = 0;
+            {
+                let recorded = sandbox.recorded();
+                let skip = c.next.saturating_sub(recorded.dropped);
+                let room = CHUNK.min(MAX_LISTED - c.listed);
+                for e in recorded.events.iter().skip(skip).take(room) {
+                    if c.started || taken > 0 {
+                        out.push(b',');
+                    }
+                    // A `Value` always serialises.
+                    let _ = serde_json::to_writer(&mut out, &e.to_json());
+                    taken += 1;
+                }
+                c.next = recorded.dropped + skip + taken;
+            }
+            c.started = true;
+            c.listed += taken;
+            if taken == 0 || c.listed >= MAX_LISTED {
+                out.push(b']');
+                c.done = true;
+            }
+            Some((Ok::<_, std::convert::Infallible>(Bytes::from(out)), c))
+        }
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(chunks),
+    )
+        .into_response()
 }
 
 async fn show_stats(State(sandbox): State<Arc<Sandbox>>) -> Response {
@@ -902,6 +947,30 @@ mod tests {
         s.handle.clear();
         assert!(s.handle.events().is_empty());
         assert_eq!(s.handle.stats(), SandboxStats::default());
+    }
+
+    #[tokio::test]
+    async fn the_listing_streams_every_kept_event_across_chunks_and_since_counts_dropped_ones() {
+        let s = sandbox().await;
+        s.handle.set_keep_events(240);
+        for _ in 0..250 {
+            assert_eq!(s.push(BODY).await.0, 200);
+        }
+        let base = format!("http://{}", s.handle.addr());
+        let list = |since: usize| {
+            let req = s
+                .client
+                .get(format!("{base}/_sandbox/events?since={since}"));
+            async move {
+                serde_json::from_slice::<Value>(&req.send().await.unwrap().bytes().await.unwrap())
+                    .unwrap()
+            }
+        };
+        // 250 accepted, the first 10 dropped: 240 kept, over three chunks of the stream.
+        assert_eq!(list(0).await.as_array().map(Vec::len), Some(240));
+        assert_eq!(list(105).await.as_array().map(Vec::len), Some(145));
+        assert_eq!(list(250).await, json!([]));
+        assert_eq!(s.handle.stats().events_dropped, 10);
     }
 
     #[tokio::test]
