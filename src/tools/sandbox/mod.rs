@@ -230,7 +230,13 @@ pub async fn start(
     let stopped = CancellationToken::new();
     let done = stopped.clone();
     tokio::spawn(async move {
-        let serve = crate::serve::serve(listener, app, shutdown, crate::serve::Limits::default());
+        // A stand-in for Orceum: a bridge keeps up to `max_in_flight` (2,048 by default)
+        // connections to it, so its cap is well above that.
+        let limits = crate::serve::Limits {
+            max_connections: 8192,
+            ..crate::serve::Limits::default()
+        };
+        let serve = crate::serve::serve(listener, app, shutdown, limits);
         if let Err(e) = serve.await {
             tracing::error!(%addr, error = %e, "sandbox server stopped with an error");
         }
