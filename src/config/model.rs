@@ -81,8 +81,7 @@ pub struct AppConfig {
 
 /// Where a secret comes from. Never inline: a config file is not a secret store.
 /// Written `{ env: NAME }` or `{ file: PATH }`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(try_from = "OneOf<String, PathBuf>")]
+#[derive(Debug, Clone)]
 pub enum SecretSource {
     /// The name of an environment variable.
     Env(String),
@@ -429,6 +428,46 @@ pub struct OneOf<A, B> {
     env: Option<A>,
     #[serde(default)]
     file: Option<B>,
+}
+
+/// A map goes through [`OneOf`]; anything else (an inline `whs_…`, a number) is refused with
+/// what to write instead, never echoing the value.
+impl<'de> Deserialize<'de> for SecretSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        const INLINE: &str = "a secret is never written inline (the value is not shown): write { env: VAR_NAME } or { file: /path/to/secret }";
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = SecretSource;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("{ env: VAR_NAME } or { file: /path/to/secret }")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                m: M,
+            ) -> Result<SecretSource, M::Error> {
+                let v = OneOf::<String, PathBuf>::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(m),
+                )?;
+                SecretSource::try_from(v).map_err(serde::de::Error::custom)
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<SecretSource, E> {
+                Err(E::custom(INLINE))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<SecretSource, E> {
+                Err(E::custom(INLINE))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<SecretSource, E> {
+                Err(E::custom(INLINE))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<SecretSource, E> {
+                Err(E::custom(INLINE))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<SecretSource, E> {
+                Err(E::custom(INLINE))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 impl TryFrom<OneOf<String, PathBuf>> for SecretSource {

@@ -103,7 +103,11 @@ fn a_secret_in_the_wrong_place_is_refused_without_printing_it() {
     );
     let (code, text) = run(&["check"], &inline, &[], b"");
     assert_eq!(code, Some(1), "{text}");
-    assert!(text.contains("apps.tasks.secret"), "{text}");
+    assert!(
+        text.contains("apps.tasks.secret: a secret is never written inline"),
+        "{text}"
+    );
+    assert!(text.contains("{ env: VAR_NAME }"), "{text}");
     assert!(!text.contains(SECRET), "{text}");
     // Through ${VAR} into a field of the wrong type: the value is not printed either.
     let through = config("{id}").replace(
