@@ -109,7 +109,7 @@ pub async fn run_with(
     let secrets = spawn_secret_refresh(&bridge, shutdown.clone());
     let watchdog = {
         let (dispatcher, stop) = (dispatcher.clone(), health_stop.clone());
-        tokio::spawn(async move { dispatcher.watch(stop).await })
+        tokio::spawn(async move { dispatcher.run_watchdog(stop).await })
     };
 
     let stop = CancellationToken::new();

@@ -50,11 +50,6 @@ impl OffsetTracker {
         usize::try_from(offset.checked_sub(self.base)?).ok()
     }
 
-    /// The first offset read since this tracker was made (a new assignment).
-    pub fn first_read(&self) -> Option<i64> {
-        self.first_read
-    }
-
     /// A message at `offset` was read and is now in flight. Offsets arrive in increasing order
     /// (one partition); one below what was already committed is ignored.
     pub fn track(&mut self, offset: i64) {

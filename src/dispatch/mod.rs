@@ -48,7 +48,7 @@ pub struct Dispatcher {
     lanes: HashMap<String, Arc<AppLane>>,
     max_message_bytes: usize,
     ctx: Arc<DeliveryContext>,
-    /// The mappings under way, for the watchdog ([`Dispatcher::watch`]).
+    /// The mappings under way, for the watchdog ([`Dispatcher::run_watchdog`]).
     watch: Arc<watch::Watch>,
 }
 
@@ -88,7 +88,7 @@ impl Dispatcher {
 
     /// Scans the mappings under way once a second until `stop`: a template running for over
     /// 5 s is logged and counted (`orceum_bridge_templates_stalled`).
-    pub async fn watch(&self, stop: tokio_util::sync::CancellationToken) {
+    pub async fn run_watchdog(&self, stop: tokio_util::sync::CancellationToken) {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
             tokio::select! {

@@ -36,13 +36,11 @@ thread_local! {
 }
 
 /// Clears its thread's slot when the mapping is done.
-pub struct Mapping(Option<Arc<Slot>>);
+pub struct Mapping(Arc<Slot>);
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        if let Some(slot) = &self.0 {
-            *lock(&slot.busy) = None;
-        }
+        *lock(&self.0.busy) = None;
     }
 }
 
@@ -60,7 +58,7 @@ impl Watch {
                 .clone()
         });
         *lock(&slot.busy) = Some((Instant::now(), source.clone(), origin.clone(), false));
-        Mapping(Some(slot))
+        Mapping(slot)
     }
 
     /// Reports mappings running for over [`STALLED_AFTER`] (each once) and sets the gauge.

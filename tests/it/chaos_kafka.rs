@@ -405,19 +405,10 @@ async fn orceum_down_for_one_app_gets_one_request_per_backoff_step_not_one_per_h
     let group = unique("g-chaos-app-down");
     create_topic(&topic, 3).await;
     // 600 events for app a over 40 installations, 600 for app b, interleaved.
-    let records: Vec<Record> = (0..1200)
-        .map(|i| {
-            let (app, inst) = if i % 2 == 0 {
-                ("a", format!("inst_a{}", i % 40))
-            } else {
-                ("b", format!("inst_b{}", i % 40))
-            };
-            (
-                None,
-                format!(r#"{{"app":"{app}","inst":"{inst}","seq":{i}}}"#).into_bytes(),
-                Some(i % 3),
-            )
-        })
+    let records: Vec<Record> = interleaved(1200, 2, 40, 40)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, payload))| (None, payload, Some((i % 3) as i32)))
         .collect();
     produce(&topic, records).await;
     let (sandbox, _stop) = start_sandbox(Faults {
@@ -425,11 +416,7 @@ async fn orceum_down_for_one_app_gets_one_request_per_backoff_step_not_one_per_h
         ..Faults::default()
     })
     .await;
-    let routes = format!(
-        "{}{}",
-        route("to-a", &topic, "a", Some(r#".app == "a""#)),
-        route("to-b", &topic, "b", Some(r#".app == "b""#))
-    );
+    let routes = a_b_routes(&topic, &topic);
     // Default delivery settings: a's 600 events are all held (its budget is 1,024).
     let bridge = spawn_bridge(&config(
         &sandbox.base_url(),

@@ -373,11 +373,7 @@ async fn a_throttled_beside_b(shared: bool) {
         ..Faults::default()
     })
     .await;
-    let routes = format!(
-        "{}{}",
-        route("to-a", &topic_a, "a", Some(r#".app == "a""#)),
-        route("to-b", &topic_b, "b", Some(r#".app == "b""#))
-    );
+    let routes = a_b_routes(&topic_a, &topic_b);
     // Default delivery settings: nothing about in-flight bounds is set.
     let bridge = spawn_bridge(&config(
         &sandbox.base_url(),

@@ -316,12 +316,23 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
 /// Apps a and b interleaved 1:9 over `n` events (`{"app", "inst", "seq"}` payloads): every
 /// tenth is a's, over 20 installations; the rest b's, over 90.
 pub fn interleaved_a_b(n: usize) -> Vec<(&'static str, Vec<u8>)> {
+    interleaved(n, 10, 20, 90)
+}
+
+/// Apps a and b interleaved over `n` events: every `a_every`-th is a's (over `a_insts`
+/// installations), the rest b's (over `b_insts`).
+pub fn interleaved(
+    n: usize,
+    a_every: usize,
+    a_insts: usize,
+    b_insts: usize,
+) -> Vec<(&'static str, Vec<u8>)> {
     (0..n)
         .map(|i| {
-            let (app, inst) = if i % 10 == 0 {
-                ("a", format!("inst_a{}", i % 20))
+            let (app, inst) = if i % a_every == 0 {
+                ("a", format!("inst_a{}", i % a_insts))
             } else {
-                ("b", format!("inst_b{}", i % 90))
+                ("b", format!("inst_b{}", i % b_insts))
             };
             (
                 app,
@@ -329,6 +340,16 @@ pub fn interleaved_a_b(n: usize) -> Vec<(&'static str, Vec<u8>)> {
             )
         })
         .collect()
+}
+
+/// Routes `to-a` (topic `topic_a`, app a) and `to-b` (topic `topic_b`, app b), each taking only
+/// its app's events (`.app`).
+pub fn a_b_routes(topic_a: &str, topic_b: &str) -> String {
+    format!(
+        "{}{}",
+        route("to-a", topic_a, "a", Some(r#".app == "a""#)),
+        route("to-b", topic_b, "b", Some(r#".app == "b""#))
+    )
 }
 
 /// Fetches a gauge's summed value from a bridge's `/metrics` over HTTP.

@@ -249,17 +249,13 @@ impl Ctx {
     fn drain_and_release(&self, consumer: &BaseConsumer<Self>, revoked: &[Tp]) {
         let deadline = Instant::now() + self.limits.drain_timeout;
         if !self.closing.load(Ordering::Acquire) {
-            loop {
+            let drained = poll_until(deadline, Duration::from_millis(20), || {
+                self.abandon.is_cancelled() || self.book.lock().in_engine_of(revoked) == 0
+            });
+            if !drained {
                 let unfinished = self.book.lock().in_engine_of(revoked);
-                if unfinished == 0 || self.abandon.is_cancelled() {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    tracing::warn!(source = %self.source_name, unfinished,
-                        "revoked partitions did not drain within delivery.shutdown_timeout; their unfinished messages stay uncommitted and will be redelivered to the new owner");
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+                tracing::warn!(source = %self.source_name, unfinished,
+                    "revoked partitions did not drain within delivery.shutdown_timeout; their unfinished messages stay uncommitted and will be redelivered to the new owner");
             }
         }
         self.hand_over(revoked);
@@ -290,9 +286,7 @@ impl Ctx {
             .set(book.parts.len() as i64);
         tracing::info!(source = %self.source_name, partitions = revoked.len(), "partitions revoked");
     }
-}
 
-impl Ctx {
     /// Before revoked partitions go: stop their held work, then let the pushes already under
     /// way come back (up to `push_grace`), so what they finish is committed by this member
     /// rather than pushed again by the next owner.
@@ -302,18 +296,28 @@ impl Ctx {
         }
         self.book.lock().stop_work(revoked);
         let until = Instant::now() + self.limits.push_grace;
-        loop {
+        let back = poll_until(until, Duration::from_millis(10), || {
+            self.book.lock().pushes_of(revoked) == 0
+        });
+        if !back {
             let pushing = self.book.lock().pushes_of(revoked);
-            if pushing == 0 {
-                return;
-            }
-            if Instant::now() >= until {
-                tracing::warn!(source = %self.source_name, pushing,
-                    "pushes for revoked partitions still under way at the hand-over; the new owner may push those events again");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+            tracing::warn!(source = %self.source_name, pushing,
+                "pushes for revoked partitions still under way at the hand-over; the new owner may push those events again");
         }
+    }
+}
+
+/// Checks `done` every `step` until it holds (true) or `deadline` passes (false): the waits
+/// of the rebalance callbacks, which run on (and may block) the consumer thread.
+fn poll_until(deadline: Instant, step: Duration, mut done: impl FnMut() -> bool) -> bool {
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(step);
     }
 }
 
@@ -633,13 +637,6 @@ impl KafkaSource {
         let bytes = m.payload_len();
         let (epoch, revoked, pushes) = {
             let mut b = book.lock();
-            if b.parts
-                .get(&tp)
-                .is_some_and(|p| p.tracker.first_read().is_none())
-            {
-                tracing::debug!(source = %self.name, partition = %format!("{}/{}", tp.0, tp.1), offset,
-                    "first message read in this assignment");
-            }
             let Some((epoch, revoked, pushes)) = b.track(&tp, offset, bytes) else {
                 // Fetched before a revoke completed: not ours to process or commit.
                 return;
