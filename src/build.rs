@@ -27,6 +27,8 @@ pub struct Bridge {
     pub routes: Vec<Arc<Route>>,
     pub delivery: DeliveryConfig,
     pub observability: ObservabilityConfig,
+    /// `lookups:`: the tables templates read, empty until their followers fill them.
+    pub lookups: crate::lookup::Tables,
 }
 
 impl Bridge {
@@ -112,7 +114,8 @@ pub fn validate_with(
     orceum(&file.orceum, &mut errors);
     let apps = apps(&file, env, &mut errors);
     sources(&file, env, &mut errors);
-    let routes = routes(&file, &mut errors);
+    let lookups = lookups(&file, &mut errors);
+    let routes = routes(&file, &lookups, &mut errors);
     delivery(&file, &mut errors);
     dead_letter(&file, &mut errors);
     observability(&file, &mut errors);
@@ -126,6 +129,7 @@ pub fn validate_with(
             routes,
             delivery: file.delivery,
             observability: file.observability,
+            lookups,
         })
     } else {
         Err(errors)
@@ -308,10 +312,102 @@ fn template_vars(
     }
 }
 
-fn routes(file: &ConfigFile, errors: &mut Vec<ConfigError>) -> Vec<Arc<Route>> {
+/// `lookups:`: each table's one source, referring to a source of the right kind, and bounds.
+fn lookups(file: &ConfigFile, errors: &mut Vec<ConfigError>) -> crate::lookup::Tables {
+    let mut tables = BTreeMap::new();
+    for (name, l) in &file.lookups {
+        let path = format!("lookups.{name}");
+        let named_well = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !named_well {
+            errors.push(ConfigError::new(
+                &path,
+                "a lookup's name is letters, digits, `_` and `-` (templates write lookup(\"NAME\"; KEY), metrics label it)",
+            ));
+        }
+        let source = match l.source() {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(ConfigError::new(&path, e));
+                continue;
+            }
+        };
+        let mut refers = |key: &str, source: &str, want_kafka: bool| {
+            let kind = if want_kafka { "kafka" } else { "nats" };
+            match file.sources.get(source) {
+                Some(SourceConfig::Kafka(_)) if want_kafka => {}
+                Some(SourceConfig::Nats(_)) if !want_kafka => {}
+                Some(_) => errors.push(ConfigError::new(
+                    format!("{path}.{key}.source"),
+                    format!("{source:?} is not a {kind} source"),
+                )),
+                None => errors.push(ConfigError::new(
+                    format!("{path}.{key}.source"),
+                    format!(
+                        "{source:?} is not a source; defined: {}",
+                        keys(&file.sources)
+                    ),
+                )),
+            }
+        };
+        match &source {
+            LookupSource::Kafka(k) => {
+                refers("kafka", &k.source, true);
+                if k.topic.trim().is_empty() {
+                    errors.push(ConfigError::new(
+                        format!("{path}.kafka.topic"),
+                        "must not be empty",
+                    ));
+                }
+            }
+            LookupSource::NatsKv(n) => {
+                refers("nats_kv", &n.source, false);
+                let valid = !n.bucket.is_empty()
+                    && n.bucket
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if !valid {
+                    errors.push(ConfigError::new(
+                        format!("{path}.nats_kv.bucket"),
+                        "a bucket name is letters, digits, `_` and `-`",
+                    ));
+                }
+            }
+            LookupSource::File(f) => {
+                if f.as_os_str().is_empty() {
+                    errors.push(ConfigError::new(
+                        format!("{path}.file"),
+                        "must not be empty",
+                    ));
+                }
+            }
+        }
+        for (key, v) in [("max_entries", l.max_entries), ("max_bytes", l.max_bytes)] {
+            if v == 0 {
+                errors.push(ConfigError::new(
+                    format!("{path}.{key}"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        if let Some(lookup) = crate::lookup::Lookup::from_config(name, l) {
+            tables.insert(name.clone(), Arc::new(lookup));
+        }
+    }
+    crate::lookup::Tables::new(tables)
+}
+
+fn routes(
+    file: &ConfigFile,
+    lookups: &crate::lookup::Tables,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Arc<Route>> {
     let around = Surroundings {
         vars: template_vars(file, errors),
         values_in_errors: file.observability.log_payloads,
+        lookups: lookups.clone(),
     };
     let vars = &around;
     let mut routes = Vec::new();

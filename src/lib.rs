@@ -36,6 +36,7 @@ pub mod commit;
 pub mod config;
 pub mod dead_letter;
 pub mod dispatch;
+pub mod lookup;
 pub mod message;
 pub mod orceum;
 pub mod route;

@@ -16,7 +16,7 @@ use crate::source::kafka::{KafkaDeadLetters, KafkaSource, Limits};
 use crate::source::nats::{NatsDeadLetters, NatsSource};
 use crate::telemetry::health::Readiness;
 use crate::telemetry::metrics::Metrics;
-use crate::{orceum, route, source, telemetry};
+use crate::{lookup, orceum, route, source, telemetry};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -106,6 +106,22 @@ pub async fn run_with(
         ctx.clone(),
     ));
 
+    let lookup_stop = CancellationToken::new();
+    for l in bridge.lookups.iter() {
+        let shown = l.clone();
+        let flag = readiness.register_noted(
+            &format!("lookup {}", l.name),
+            Arc::new(move || shown.status()),
+        );
+        l.attach(flag, metrics.clone());
+    }
+    let lookups = lookup::spawn_all(
+        &bridge.lookups,
+        &bridge.sources,
+        metrics.clone(),
+        lookup_stop.clone(),
+    );
+
     let secrets = spawn_secret_refresh(&bridge, shutdown.clone());
     let watchdog = {
         let (dispatcher, stop) = (dispatcher.clone(), health_stop.clone());
@@ -125,6 +141,32 @@ pub async fn run_with(
         if routes.is_empty() {
             continue;
         }
+        // No event is mapped against a half-loaded table: a source whose routes read a
+        // lookup starts once the table has caught up.
+        let needs: Vec<Arc<lookup::Lookup>> = routes
+            .iter()
+            .flat_map(|r| r.lookups())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter_map(|n| bridge.lookups.get(n).cloned())
+            .collect();
+        let tables_ready = {
+            let (stop, name) = (stop.clone(), name.clone());
+            async move {
+                if needs.is_empty() {
+                    return true;
+                }
+                let names: Vec<&str> = needs.iter().map(|l| l.name.as_str()).collect();
+                tracing::info!(source = %name, lookups = ?names, "source waits for its lookup tables to catch up before it consumes");
+                for l in &needs {
+                    if !l.wait_ready(&stop).await {
+                        return false;
+                    }
+                }
+                tracing::info!(source = %name, "lookup tables ready: source starts");
+                true
+            }
+        };
         match source {
             SourceConfig::Kafka(kc) => {
                 let mut topics: Vec<String> = routes
@@ -154,10 +196,18 @@ pub async fn run_with(
                     stop: stop.clone(),
                     abandon: abandon.clone(),
                 };
-                let thread = src.spawn();
-                sources.push(tokio::task::spawn_blocking(move || match thread.join() {
-                    Ok(r) => r.map_err(RunError::from),
-                    Err(panic) => Err(RunError::SourcePanic(panic_text(&panic))),
+                sources.push(tokio::spawn(async move {
+                    if !tables_ready.await {
+                        return Ok(());
+                    }
+                    let thread = src.spawn();
+                    joined(
+                        tokio::task::spawn_blocking(move || match thread.join() {
+                            Ok(r) => r.map_err(RunError::from),
+                            Err(panic) => Err(RunError::SourcePanic(panic_text(&panic))),
+                        })
+                        .await,
+                    )
                 }));
             }
             SourceConfig::Nats(nc) => {
@@ -178,6 +228,9 @@ pub async fn run_with(
                     abandon: abandon.clone(),
                 };
                 sources.push(tokio::spawn(async move {
+                    if !tables_ready.await {
+                        return Ok(());
+                    }
                     src.run().await.map_err(RunError::from)
                 }));
             }
@@ -241,6 +294,10 @@ pub async fn run_with(
     )
     .await;
     secrets.abort();
+    lookup_stop.cancel();
+    for task in lookups {
+        let _ = task.await;
+    }
     health_stop.cancel();
     let _ = health.await;
     let _ = watchdog.await;

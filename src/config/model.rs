@@ -23,6 +23,75 @@ pub struct ConfigFile {
     /// Constants every template reads as `$vars` (written here, never from the environment).
     #[serde(default)]
     pub vars: BTreeMap<String, yaml_serde::Value>,
+    /// Tables templates read with `lookup(NAME; KEY)`, by name.
+    #[serde(default)]
+    pub lookups: BTreeMap<String, LookupConfig>,
+}
+
+/// One lookup table: where its entries come from (exactly one of `kafka`, `nats_kv`, `file`)
+/// and how big it may grow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupConfig {
+    #[serde(default)]
+    pub kafka: Option<KafkaLookupConfig>,
+    #[serde(default)]
+    pub nats_kv: Option<NatsKvLookupConfig>,
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// The most keys the table holds; a new key past it is refused (counted, logged).
+    #[serde(default = "default_lookup_max_entries")]
+    pub max_entries: usize,
+    /// The most bytes of keys and values the table holds; past it, the same.
+    #[serde(default = "default_lookup_max_bytes")]
+    pub max_bytes: usize,
+}
+
+/// The table's source, resolved from [`LookupConfig`]'s three optional keys.
+#[derive(Debug, Clone)]
+pub enum LookupSource {
+    Kafka(KafkaLookupConfig),
+    NatsKv(NatsKvLookupConfig),
+    File(PathBuf),
+}
+
+impl LookupConfig {
+    /// The one source given, or what is wrong.
+    pub fn source(&self) -> Result<LookupSource, &'static str> {
+        match (&self.kafka, &self.nats_kv, &self.file) {
+            (Some(k), None, None) => Ok(LookupSource::Kafka(k.clone())),
+            (None, Some(n), None) => Ok(LookupSource::NatsKv(n.clone())),
+            (None, None, Some(f)) => Ok(LookupSource::File(f.clone())),
+            (None, None, None) => Err("needs a source: kafka: { source, topic }, nats_kv: { source, bucket } or file: PATH"),
+            _ => Err("has more than one source: give exactly one of kafka, nats_kv, file"),
+        }
+    }
+}
+
+/// A (compacted) topic read whole from the beginning, then followed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaLookupConfig {
+    /// A `sources:` entry of kind kafka: its brokers and properties (TLS, SASL) are used.
+    pub source: String,
+    pub topic: String,
+}
+
+/// A JetStream key-value bucket, watched.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsKvLookupConfig {
+    /// A `sources:` entry of kind nats.
+    pub source: String,
+    pub bucket: String,
+}
+
+fn default_lookup_max_entries() -> usize {
+    1_000_000
+}
+
+fn default_lookup_max_bytes() -> usize {
+    256 * 1024 * 1024
 }
 
 /// Where Orceum is and how long one push may take.

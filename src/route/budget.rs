@@ -56,22 +56,35 @@ const UNBOUNDED: &[(&str, usize, &str)] = &[
     ("inputs", 0, "reads input the bridge does not give"),
 ];
 
+/// What a template that passed [`check`] reads besides its message.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Checked {
+    /// The lookup tables it calls `lookup(NAME; KEY)` on, by name, sorted.
+    pub lookups: Vec<String>,
+}
+
 /// Refuses what could run or grow without a bound set by the input; the message says what and
-/// what to write instead.
-pub fn check(code: &str) -> Result<(), String> {
+/// what to write instead. Also names the lookup tables the template reads (a `lookup`'s first
+/// argument must be a string literal, so `check` can tell an unknown table at start-up).
+pub fn check(code: &str) -> Result<Checked, String> {
     // A template that does not parse is reported by the compiler, with its position.
     let Some(term) = jaq_core::load::parse(code, |p| p.term()) else {
-        return Ok(());
+        return Ok(Checked::default());
     };
     let mut walk = Walk::default();
     walk.term(&term, None)?;
-    walk.recursion()
+    walk.recursion()?;
+    Ok(Checked {
+        lookups: walk.lookups.into_iter().map(str::to_string).collect(),
+    })
 }
 
 #[derive(Default)]
 struct Walk<'s> {
     /// `name/arity` of each `def` → the `def`s its body calls.
     calls: BTreeMap<(&'s str, usize), BTreeSet<(&'s str, usize)>>,
+    /// Tables named by `lookup("NAME"; …)`.
+    lookups: BTreeSet<&'s str>,
 }
 
 impl<'s> Walk<'s> {
@@ -162,6 +175,17 @@ impl<'s> Walk<'s> {
                         return Err(format!(
                             "`range` over {span} values: at most {MAX_RANGE} in a template"
                         ));
+                    }
+                }
+                if *name == "lookup" && arity == 2 {
+                    match &args[0] {
+                        Term::Str(None, parts) => match &parts[..] {
+                            [StrPart::Str(table)] => {
+                                self.lookups.insert(table);
+                            }
+                            _ => return Err("`lookup`'s first argument is the table's name as a plain string literal (`lookup(\"installations\"; .user_id)`)".into()),
+                        },
+                        _ => return Err("`lookup`'s first argument is the table's name as a string literal (`lookup(\"installations\"; .user_id)`), so an unknown table is found at start-up".into()),
                     }
                 }
                 if let Some(caller) = inside {

@@ -45,6 +45,9 @@ pub struct EventTemplate {
     pub metadata: Option<JqTemplate>,
 }
 
+/// The dead-letter kind of an event whose `installation_id` lookup found nothing.
+pub const LOOKUP_MISS: &str = "lookup_miss";
+
 /// Why a message will not become an event. `kind` is a short, bounded label for metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -149,35 +152,52 @@ impl Route {
         }
     }
 
+    /// Every expression of the route: the event's fields, then the filter.
+    fn templates(&self) -> impl Iterator<Item = &JqTemplate> {
+        let t = &self.event;
+        [
+            Some(&t.installation_id),
+            Some(&t.event_type),
+            Some(&t.event_data),
+            t.timestamp.as_ref(),
+            t.priority.as_ref(),
+            t.metadata.as_ref(),
+            self.filter.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// The lookup tables the route reads: its source starts consuming once they are ready.
+    pub fn lookups(&self) -> std::collections::BTreeSet<&str> {
+        self.templates()
+            .flat_map(|t| t.lookups().iter().map(String::as_str))
+            .collect()
+    }
+
     /// Whether any expression of this route mentions `$meta`.
     fn uses_meta(&self) -> bool {
         *self.reads_meta.get_or_init(|| self.mentions_meta())
     }
 
     fn mentions_meta(&self) -> bool {
-        let t = &self.event;
-        [
-            Some(&t.installation_id),
-            Some(&t.event_type),
-            Some(&t.event_data),
-        ]
-        .into_iter()
-        .chain([
-            t.timestamp.as_ref(),
-            t.priority.as_ref(),
-            t.metadata.as_ref(),
-            self.filter.as_ref(),
-        ])
-        .flatten()
-        .any(|tpl| tpl.source().contains("$meta"))
+        self.templates().any(|tpl| tpl.source().contains("$meta"))
     }
 
     fn build_event(&self, msg: &Message, run: &FieldRunner<'_>) -> Result<OrceumEvent, Rejection> {
         let t = &self.event;
-        let installation_id = non_empty_string(
-            "event.installation_id",
-            run("event.installation_id", &t.installation_id)?,
-        )?;
+        let installation_id = match run("event.installation_id", &t.installation_id)? {
+            Some(Value::Null) | None if !t.installation_id.lookups().is_empty() => {
+                return Err(Rejection::new(
+                    LOOKUP_MISS,
+                    format!(
+                        "event.installation_id: the lookup {} has no entry for this message's key (yet): replay this dead letter once the mapping exists, or skip such messages with a filter (docs/lookups.md)",
+                        t.installation_id.lookups().join(", ")
+                    ),
+                ))
+            }
+            id => non_empty_string("event.installation_id", id)?,
+        };
         let event_type =
             non_empty_string("event.event_type", run("event.event_type", &t.event_type)?)?;
         let event_data = match run("event.event_data", &t.event_data)? {

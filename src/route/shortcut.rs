@@ -8,9 +8,12 @@
 //! or null (jq's error case), the shortcut declines and jaq runs the expression, so errors read
 //! exactly as jq's.
 
-use super::template::val_to_json;
+use super::template::{key_text, val_to_json};
+use crate::lookup::table::Found;
+use crate::lookup::{Lookup, Tables};
 use jaq_json::Val;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 /// An expression that can be answered by lookups.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +28,61 @@ pub(crate) enum Shortcut {
         literal: Value,
         equal: bool,
     },
+    /// `lookup("table"; .a.b)`: a table's value for a path's key.
+    Lookup(TableKey),
+    /// `lookup("table"; .a.b) != null` (or `==` a string, boolean or null literal).
+    CompareLookup {
+        lookup: TableKey,
+        literal: Value,
+        equal: bool,
+    },
+}
+
+/// A table and the path of the key looked up in it.
+#[derive(Clone)]
+pub(crate) struct TableKey {
+    table: Arc<Lookup>,
+    key: Vec<String>,
+}
+
+impl std::fmt::Debug for TableKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "lookup({:?}; .{})", self.table.name, self.key.join("."))
+    }
+}
+
+impl PartialEq for TableKey {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.table, &other.table) && self.key == other.key
+    }
+}
+
+impl TableKey {
+    /// Runs `f` on what the table holds for the key at the path; `None` where jaq must run
+    /// (the path meets a non-object, or the key is an array or object: jaq's errors).
+    fn with<R>(&self, input: &Val, f: impl FnOnce(Option<Found<'_>>) -> R) -> Option<R> {
+        let key = lookup(input, &self.key)?.unwrap_or(&Val::Null);
+        match key_text(key).ok()? {
+            None => Some(f(None)),
+            Some(k) => Some(self.table.table.with(&k, f)),
+        }
+    }
+}
+
+/// `lookup("name"; .path)`, with a table of `tables`.
+fn table_lookup(code: &str, tables: &Tables) -> Option<TableKey> {
+    let inner = code.trim().strip_prefix("lookup")?.trim_start();
+    let inner = inner.strip_prefix('(')?.strip_suffix(')')?;
+    let (name, key) = inner.split_once(';')?;
+    let name = name.trim();
+    if name.contains('\\') {
+        return None;
+    }
+    let name: String = serde_json::from_str(name).ok()?;
+    Some(TableKey {
+        table: tables.get(&name)?.clone(),
+        key: path(key)?,
+    })
 }
 
 /// jq's keywords: after a dot or as an object key they parse differently, so leave them to jaq.
@@ -82,29 +140,41 @@ fn object(code: &str) -> Option<Vec<(String, Vec<String>)>> {
     Some(entries)
 }
 
-fn compare(code: &str) -> Option<Shortcut> {
+fn compare(code: &str, tables: &Tables) -> Option<Shortcut> {
     let (op, equal) = if code.contains("==") {
         ("==", true)
     } else {
         ("!=", false)
     };
     let (left, right) = code.split_once(op)?;
+    let literal = scalar_literal(right)?;
+    if let Some(lookup) = table_lookup(left, tables) {
+        return Some(Shortcut::CompareLookup {
+            lookup,
+            literal,
+            equal,
+        });
+    }
     Some(Shortcut::Compare {
         path: path(left)?,
-        literal: scalar_literal(right)?,
+        literal,
         equal,
     })
 }
 
-/// The shortcut for `code`, if it has one of the shapes above.
-pub(crate) fn recognise(code: &str) -> Option<Shortcut> {
+/// The shortcut for `code`, if it has one of the shapes above (`tables`: the lookup tables a
+/// `lookup(…)` may name).
+pub(crate) fn recognise(code: &str, tables: &Tables) -> Option<Shortcut> {
     if let Some(keys) = path(code) {
         return Some(Shortcut::Path(keys));
     }
     if let Some(entries) = object(code) {
         return Some(Shortcut::Object(entries));
     }
-    compare(code)
+    if let Some(lookup) = table_lookup(code, tables) {
+        return Some(Shortcut::Lookup(lookup));
+    }
+    compare(code, tables)
 }
 
 /// Follows `keys` as jq's `.a.b` does: a missing key or a null gives null (`Some(None)`);
@@ -134,6 +204,17 @@ fn lookup<'a>(mut v: &'a Val, keys: &[String]) -> Option<Option<&'a Val>> {
     Some(Some(v))
 }
 
+/// Whether a table's value equals a string, boolean or null literal, as jq's `==` says.
+fn found_equals(found: Option<Found<'_>>, literal: &Value) -> bool {
+    match (found, literal) {
+        (None, Value::Null) => true,
+        (Some(Found::Text(s)), Value::String(b)) => s == b,
+        (Some(Found::Json(j)), Value::Bool(b)) => j == if *b { "true" } else { "false" },
+        (Some(Found::Json("null")), Value::Null) => true,
+        _ => false,
+    }
+}
+
 fn equals(v: Option<&Val>, literal: &Value) -> bool {
     match (v.unwrap_or(&Val::Null), literal) {
         (Val::Null, Value::Null) => true,
@@ -161,6 +242,17 @@ impl Shortcut {
                 literal,
                 equal,
             } => Some(Value::Bool(equals(lookup(input, path)?, literal) == *equal)),
+            Shortcut::Lookup(lookup) => lookup.with(input, |found| match found {
+                None => Value::Null,
+                Some(f) => f.to_json(),
+            }),
+            Shortcut::CompareLookup {
+                lookup,
+                literal,
+                equal,
+            } => lookup.with(input, |found| {
+                Value::Bool(found_equals(found, literal) == *equal)
+            }),
         }
     }
 }
@@ -227,10 +319,16 @@ mod tests {
     #[test]
     fn recognises_the_common_shapes_and_nothing_else() {
         for code in SHORT {
-            assert!(recognise(code).is_some(), "{code} should have a shortcut");
+            assert!(
+                recognise(code, &Tables::default()).is_some(),
+                "{code} should have a shortcut"
+            );
         }
         for code in JAQ {
-            assert!(recognise(code).is_none(), "{code} must go to jaq");
+            assert!(
+                recognise(code, &Tables::default()).is_none(),
+                "{code} must go to jaq"
+            );
         }
     }
 
@@ -269,7 +367,7 @@ mod tests {
             ".n.k39 == true",
         ] {
             let (short, jaq) = both(code, &input);
-            assert!(recognise(code).is_some(), "{code}");
+            assert!(recognise(code, &Tables::default()).is_some(), "{code}");
             assert_eq!(short, jaq, "{code}");
         }
     }

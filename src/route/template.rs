@@ -12,14 +12,104 @@
 //! shortcut ever declines (measured: 100 routes held ~60 MB of filters; docs/performance.md).
 
 use super::shortcut::{self, Shortcut};
-use jaq_core::data::JustLut;
+use crate::lookup::table::Found;
+use crate::lookup::Tables;
+use jaq_core::data::{DataT, HasLut};
 use jaq_core::load::{self, Arena, File, Loader};
-use jaq_core::{compile, Compiler, Ctx, Vars};
+use jaq_core::native::{bome, v, Fun};
+use jaq_core::{compile, Compiler, Ctx, Cv, Native, ValXs, Vars};
 use jaq_json::{Num, Val};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
-type Data = JustLut<Val>;
+/// What templates run on: jaq's JSON values, with the lookup tables beside the filter.
+pub struct Data;
+
+impl DataT for Data {
+    type V<'a> = Val;
+    type Data<'a> = Env<'a>;
+}
+
+/// A run's global data: the compiled filter's table of definitions, and the lookup tables
+/// `lookup(NAME; KEY)` reads.
+#[derive(Clone)]
+pub struct Env<'a> {
+    lut: &'a jaq_core::Lut<Data>,
+    tables: &'a Tables,
+}
+
+impl<'a> HasLut<'a, Data> for Env<'a> {
+    fn lut(&self) -> &'a jaq_core::Lut<Data> {
+        self.lut
+    }
+}
+
+/// A lookup key as the table holds keys: a string as it is, a number or boolean as its JSON
+/// text (`42` finds the key `"42"`); `Ok(None)` for null (no key: the answer is null).
+pub(crate) fn key_text(key: &Val) -> Result<Option<Cow<'_, str>>, String> {
+    match key {
+        Val::Null => Ok(None),
+        Val::TStr(b) | Val::BStr(b) => Ok(Some(String::from_utf8_lossy(b))),
+        Val::Num(_) | Val::Bool(_) => Ok(Some(Cow::Owned(key.to_string()))),
+        Val::Arr(_) => Err("lookup: the key is an array; a key is a string or a number".into()),
+        Val::Obj(_) => Err("lookup: the key is an object; a key is a string or a number".into()),
+    }
+}
+
+/// The value `found`, as jaq's.
+pub(crate) fn found_val(found: Option<Found<'_>>) -> Val {
+    match found {
+        None => Val::Null,
+        Some(Found::Text(s)) => Val::from(s.to_string()),
+        Some(Found::Json(s)) => parse_val(s.as_bytes()).unwrap_or(Val::Null),
+    }
+}
+
+/// Global data that holds the lookup tables.
+pub trait HasTables<'a> {
+    fn tables(&self) -> &'a Tables;
+}
+
+impl<'a> HasTables<'a> for Env<'a> {
+    fn tables(&self) -> &'a Tables {
+        self.tables
+    }
+}
+
+/// `lookup($name; $key)`: the table's value for the key, or null. Generic over the data kind
+/// as jaq's own natives are (a concrete `Data` here does not coerce to jaq's `RunPtr`).
+fn run_lookup<'a, D>(mut cv: Cv<'a, D>) -> ValXs<'a, Val>
+where
+    D: for<'b> DataT<V<'b> = Val>,
+    D::Data<'a>: HasTables<'a>,
+{
+    let key = cv.0.pop_var();
+    let name = cv.0.pop_var();
+    let tables = cv.0.data().tables();
+    let answer = (|| {
+        let name = match &name {
+            Val::TStr(b) | Val::BStr(b) => String::from_utf8_lossy(b),
+            _ => return Err("lookup: the table name is not a string".to_string()),
+        };
+        let Some(lookup) = tables.get(&name) else {
+            return Err(format!("lookup: no table {name:?}"));
+        };
+        Ok(match key_text(&key)? {
+            None => Val::Null,
+            Some(k) => lookup.table.with(&k, found_val),
+        })
+    })();
+    bome(answer.map_err(jaq_core::Error::str))
+}
+
+fn lookup_fun<D>() -> Fun<D>
+where
+    D: for<'b> DataT<V<'b> = Val>,
+    for<'a> D::Data<'a>: HasTables<'a>,
+{
+    ("lookup", v(2), Native::new(|cv| run_lookup(cv)))
+}
 
 /// What a config gives its templates besides their code.
 #[derive(Clone, Debug, Default)]
@@ -29,6 +119,8 @@ pub struct Surroundings {
     /// `observability.log_payloads`: a failing expression's error keeps the values it names
     /// (message data, in dead-letter reasons and logs). Off by default.
     pub values_in_errors: bool,
+    /// `lookups:`, read with `lookup(NAME; KEY)`.
+    pub lookups: Tables,
 }
 
 /// A compiled jq expression with the global variable `$meta`.
@@ -38,6 +130,10 @@ pub struct JqTemplate {
     vars: Option<std::sync::Arc<Value>>,
     /// `observability.log_payloads`: errors keep the values jaq names.
     values_in_errors: bool,
+    /// The lookup tables (only kept when the expression calls `lookup`).
+    tables: Tables,
+    /// The names of the tables it reads.
+    lookups: Vec<String>,
     /// Kept from the start for `Shape::Jq`; compiled on first need for the others.
     filter: OnceLock<Result<jaq_core::Filter<Data>, String>>,
     shape: Shape,
@@ -73,11 +169,25 @@ impl JqTemplate {
     /// without them), and whether errors may show values (`observability.log_payloads`).
     pub fn compile_in(code: &str, around: &Surroundings) -> Result<Self, String> {
         let filter = compile_filter(code)?;
-        super::budget::check(code)?;
+        let checked = super::budget::check(code)?;
+        for name in &checked.lookups {
+            if around.lookups.get(name).is_none() {
+                return Err(format!(
+                    "lookup({name:?}; …): no such table; lookups: {}",
+                    around.lookups.names()
+                ));
+            }
+        }
         let mut template = Self {
             source: code.to_string(),
             vars: around.vars.clone().filter(|_| code.contains("$vars")),
             values_in_errors: around.values_in_errors,
+            tables: if checked.lookups.is_empty() {
+                Tables::default()
+            } else {
+                around.lookups.clone()
+            },
+            lookups: checked.lookups,
             filter: OnceLock::from(Ok(filter)),
             shape: Shape::Jq,
         };
@@ -89,7 +199,7 @@ impl JqTemplate {
     }
 
     fn shape_of(&self, code: &str) -> Shape {
-        if let Some(short) = shortcut::recognise(code) {
+        if let Some(short) = shortcut::recognise(code, &self.tables) {
             return Shape::Short(short);
         }
         // A JSON string, boolean, null or integer is a jq literal with the same meaning; its
@@ -109,6 +219,11 @@ impl JqTemplate {
 
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The lookup tables the expression reads, by name.
+    pub fn lookups(&self) -> &[String] {
+        &self.lookups
     }
 
     /// Runs the expression; the first output is the result (`None` if it yields nothing).
@@ -146,7 +261,11 @@ impl JqTemplate {
             Some(v) => json_to_val(v),
             None => Val::obj(Default::default()),
         };
-        let ctx = Ctx::<Data>::new(&filter.lut, Vars::new([meta, vars]));
+        let env = Env {
+            lut: &filter.lut,
+            tables: &self.tables,
+        };
+        let ctx = Ctx::<Data>::new(env, Vars::new([meta, vars]));
         let mut outputs = filter.id.run((ctx, input));
         match outputs.next() {
             None => Ok(None),
@@ -244,7 +363,8 @@ fn compile_filter(code: &str) -> Result<jaq_core::Filter<Data>, String> {
     let funs = jaq_core::funs()
         .chain(jaq_std::funs())
         .chain(jaq_json::funs())
-        .filter(|f| !WITHHELD.contains(&f.0));
+        .filter(|f| !WITHHELD.contains(&f.0))
+        .chain([lookup_fun()]);
     let arena = Arena::default();
     let loader = Loader::new(defs);
     let modules = loader
@@ -485,7 +605,7 @@ mod tests {
         let vars = std::sync::Arc::new(json!({"team": "ops", "levels": {"gold": "high"}}));
         let around = Surroundings {
             vars: Some(vars),
-            values_in_errors: false,
+            ..Surroundings::default()
         };
         let t =
             JqTemplate::compile_in("{team: $vars.team, p: $vars.levels[.tier]}", &around).unwrap();
@@ -495,6 +615,92 @@ mod tests {
         );
         let t = JqTemplate::compile("$vars").unwrap();
         assert_eq!(t.run(&json!({}), &json!({})).unwrap(), Some(json!({})));
+    }
+
+    fn with_tables() -> Surroundings {
+        use crate::lookup::table::{Bounds, Stored};
+        use crate::lookup::Lookup;
+        let bounds = Bounds {
+            max_entries: 10,
+            max_bytes: 1000,
+        };
+        let inst = Lookup::new(
+            "inst",
+            crate::config::LookupSource::File("t.json".into()),
+            bounds,
+        );
+        for (k, v) in [
+            ("u1", Stored::Text("i-1".into())),
+            ("u2", Stored::Json("{\"x\":1}".into())),
+            ("42", Stored::Text("i-42".into())),
+            ("t", Stored::Json("true".into())),
+        ] {
+            inst.table.put(k, &v).unwrap();
+        }
+        let tables = [("inst".to_string(), std::sync::Arc::new(inst))];
+        Surroundings {
+            lookups: Tables::new(tables.into_iter().collect()),
+            ..Surroundings::default()
+        }
+    }
+
+    #[test]
+    fn lookup_answers_the_value_or_null_the_same_with_and_without_jaq() {
+        let around = with_tables();
+        let inputs = [
+            json!({"user": "u1"}),
+            json!({"user": "u2"}),
+            json!({"user": "nobody"}),
+            json!({"user": 42}),
+            json!({"user": "t"}),
+            json!({}),
+            json!({"user": null}),
+            json!({"user": [1]}),
+            json!({"user": {"a": 1}}),
+            json!("text"),
+        ];
+        for (code, short) in [
+            (r#"lookup("inst"; .user)"#, true),
+            (r#"lookup( "inst" ; .user )"#, true),
+            (r#"lookup("inst"; .user) != null"#, true),
+            (r#"lookup("inst"; .user) == "i-1""#, true),
+            (r#"lookup("inst"; .user) == true"#, true),
+            (r#"lookup("inst"; .user) == null"#, true),
+            (r#"{id: lookup("inst"; .user)}"#, false),
+            (r#".user | lookup("inst"; .)"#, false),
+        ] {
+            let t = JqTemplate::compile_in(code, &around).unwrap();
+            assert_eq!(matches!(t.shape, Shape::Short(_)), short, "{code}");
+            assert_eq!(t.lookups(), ["inst".to_string()], "{code}");
+            for input in &inputs {
+                let v = json_to_val(input);
+                let fast = t.run_vals(&v, &Val::Null);
+                let jaq = t.run_jaq_only(&v, &Val::Null);
+                assert_eq!(fast, jaq, "{code} on {input}");
+            }
+        }
+        let t = JqTemplate::compile_in(r#"lookup("inst"; .user)"#, &around).unwrap();
+        let run = |input: Value| t.run(&input, &json!({}));
+        assert_eq!(run(json!({"user": "u1"})), Ok(Some(json!("i-1"))));
+        assert_eq!(run(json!({"user": "u2"})), Ok(Some(json!({"x": 1}))));
+        assert_eq!(run(json!({"user": 42})), Ok(Some(json!("i-42"))));
+        assert_eq!(run(json!({"user": "nobody"})), Ok(Some(Value::Null)));
+        let e = run(json!({"user": [1]})).unwrap_err();
+        assert!(e.contains("array"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_table_or_a_computed_name_is_refused_when_compiled() {
+        let around = with_tables();
+        let e = JqTemplate::compile_in(r#"lookup("instalations"; .user)"#, &around).unwrap_err();
+        assert!(e.contains("\"instalations\"") && e.contains("inst"), "{e}");
+        let e = JqTemplate::compile_in(r#"lookup(.table; .user)"#, &around).unwrap_err();
+        assert!(e.contains("string literal"), "{e}");
+        let e = JqTemplate::compile(r#"lookup("inst"; .user)"#).unwrap_err();
+        assert!(e.contains("lookups:"), "{e}");
+        // A template without lookups keeps no tables.
+        let t = JqTemplate::compile_in(".user", &around).unwrap();
+        assert!(t.tables.is_empty() && t.lookups().is_empty());
     }
 
     #[test]

@@ -12,10 +12,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
-/// One flag per source; ready when all are up.
+/// Says what a part that is not ready waits for.
+pub type Note = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// One flag per source (and per lookup table); ready when all are up.
 #[derive(Clone, Default)]
 pub struct Readiness {
     sources: Arc<Mutex<BTreeMap<String, Arc<AtomicBool>>>>,
+    notes: Arc<Mutex<BTreeMap<String, Note>>>,
 }
 
 impl Readiness {
@@ -28,10 +32,18 @@ impl Readiness {
         flag
     }
 
-    /// Each source and whether it is up.
+    /// [`Readiness::register`], with what `/readyz` says while it is not ready.
+    pub fn register_noted(&self, name: &str, note: Note) -> Arc<AtomicBool> {
+        lock(&self.notes).insert(name.to_string(), note);
+        self.register(name)
+    }
+
+    /// Each source and whether it is up (lookup tables have their own metric).
     pub fn states(&self) -> Vec<(String, bool)> {
         let m = lock(&self.sources);
+        let notes = lock(&self.notes);
         m.iter()
+            .filter(|(n, _)| !notes.contains_key(*n))
             .map(|(n, f)| (n.clone(), f.load(Ordering::Relaxed)))
             .collect()
     }
@@ -39,10 +51,14 @@ impl Readiness {
     /// Ready sources, and the names of those that are not.
     pub fn check(&self) -> Result<(), Vec<String>> {
         let m = lock(&self.sources);
+        let notes = lock(&self.notes);
         let down: Vec<String> = m
             .iter()
             .filter(|(_, f)| !f.load(Ordering::Relaxed))
-            .map(|(n, _)| n.clone())
+            .map(|(n, _)| match notes.get(n) {
+                Some(note) => format!("{n} ({})", note()),
+                None => format!("source {n}"),
+            })
             .collect();
         if down.is_empty() && !m.is_empty() {
             Ok(())
@@ -80,7 +96,7 @@ async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
         Ok(()) => (StatusCode::OK, "ready\n".into()),
         Err(down) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: waiting for source(s) {}\n", down.join(", ")),
+            format!("not ready: waiting for {}\n", down.join(", ")),
         ),
     }
 }

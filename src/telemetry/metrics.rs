@@ -34,6 +34,19 @@ pub struct Metrics {
     pub partitions_held_by_app: IntGaugeVec,
     pub templates_stalled: IntGaugeVec,
     pub last_commit_latency: Histogram,
+    pub lookup_entries: IntGaugeVec,
+    pub lookup_updates: IntCounterVec,
+    pub lookup_ready: IntGaugeVec,
+    pub lookup_refused: IntCounterVec,
+    pub lookup_last_update_age: prometheus::GaugeVec,
+    pub lookup_stale: prometheus::GaugeVec,
+}
+
+fn float_gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::GaugeVec {
+    let g = prometheus::GaugeVec::new(Opts::new(format!("orceum_bridge_{name}"), help), labels)
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+    let _ = r.register(Box::new(g.clone()));
+    g
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -229,6 +242,42 @@ impl Metrics {
                 &["source"],
             ),
             last_commit_latency,
+            lookup_entries: gauge(
+                &r,
+                "lookup_entries",
+                "Keys held by a lookup table.",
+                &["lookup"],
+            ),
+            lookup_updates: counter(
+                &r,
+                "lookup_updates_total",
+                "Updates (puts and deletes) applied to a lookup table from its source.",
+                &["lookup"],
+            ),
+            lookup_ready: gauge(
+                &r,
+                "lookup_ready",
+                "1 once a lookup table has caught up with its source (routes that use it wait until then).",
+                &["lookup"],
+            ),
+            lookup_refused: counter(
+                &r,
+                "lookup_refused_total",
+                "Updates a lookup table did not apply: over max_entries / max_bytes, a key or value too big, no UTF-8 key, a value neither JSON nor text.",
+                &["lookup", "reason"],
+            ),
+            lookup_last_update_age: float_gauge(
+                &r,
+                "lookup_last_update_age_seconds",
+                "Seconds since a lookup table last applied an update (0 before the first).",
+                &["lookup"],
+            ),
+            lookup_stale: float_gauge(
+                &r,
+                "lookup_stale_seconds",
+                "Seconds since a lookup table was last known to be in step with its source: a few seconds while the source answers; grows while it is down (the table keeps answering from what it has).",
+                &["lookup"],
+            ),
             registry: r,
         }
     }

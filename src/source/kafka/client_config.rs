@@ -157,6 +157,26 @@ pub fn reader(
     Ok(client)
 }
 
+/// A lookup table's reader: every partition assigned from the beginning, no group membership,
+/// nothing committed, and an end-of-partition event so the table knows it has caught up.
+pub fn lookup_reader(
+    source_name: &str,
+    cfg: &KafkaSourceConfig,
+) -> Result<ClientConfig, KafkaSourceError> {
+    let mut client = base(source_name, cfg, |k| {
+        !matches!(k, "auto.offset.reset" | "enable.partition.eof")
+    })?;
+    client
+        .set("group.id", "orceum-bridge-lookup")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .set("queued.max.messages.kbytes", "16384")
+        .set("log_level", "4");
+    Ok(client)
+}
+
 /// `check`: property value types, the reserved names, and what librdkafka itself accepts.
 /// Creating a client connects to nothing, so this works offline.
 pub fn check(source_name: &str, cfg: &KafkaSourceConfig, errors: &mut Vec<ConfigError>) {
