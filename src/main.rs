@@ -77,6 +77,10 @@ enum Command {
         /// Sample coordinates: topic=…, partition=…, offset=…, key=…, timestamp=…, header.NAME=…
         #[arg(long = "meta")]
         meta: Vec<String>,
+        /// NAME=FILE: a sample table for `lookup("NAME"; …)`, a JSON object of keys to values
+        /// or a .csv of key,value lines (repeatable). Tables not given answer null.
+        #[arg(long = "lookup")]
+        lookups: Vec<String>,
     },
     /// For local testing: an Orceum-compatible endpoint that verifies every request as the
     /// spec says. Not a server to expose: keep it on a loopback address.
@@ -256,10 +260,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             route,
             input,
             meta,
+            lookups,
         } => {
             let Some(bridge) = load_or_report(&config) else {
                 return Ok(ExitCode::from(1));
             };
+            for note in orceum_bridge::tools::render::load_lookups(&bridge, &lookups)? {
+                eprintln!("{note}");
+            }
             // Read no more than a message may hold (+1, so an oversized one is reported as
             // the engine would: too_large), whatever stdin or the file holds.
             let limit = bridge.delivery.max_message_bytes as u64 + 1;

@@ -52,8 +52,49 @@ impl fmt::Display for Rendered {
 pub enum RenderError {
     #[error("no route named {name:?}; routes: {known}")]
     UnknownRoute { name: String, known: String },
+    #[error("--lookup {0:?}: expected NAME=FILE (a JSON object of keys to values, or a .csv of key,value lines)")]
+    BadLookup(String),
+    #[error("--lookup {name}: no such table; lookups: {known}")]
+    UnknownLookup { name: String, known: String },
+    #[error("--lookup {name}: {reason}")]
+    LookupFile { name: String, reason: String },
     #[error("--meta {0:?}: expected key=value with key one of topic, partition, offset, key, timestamp, subject, sequence, header.NAME")]
     BadMeta(String),
+}
+
+/// Fills the config's lookup tables from sample files (`NAME=FILE`, each as a `file:` table
+/// reads it); the tables not given stay empty. Returns a line for each table left empty.
+pub fn load_lookups(bridge: &Bridge, samples: &[String]) -> Result<Vec<String>, RenderError> {
+    let mut given = std::collections::BTreeSet::new();
+    for sample in samples {
+        let Some((name, file)) = sample.split_once('=') else {
+            return Err(RenderError::BadLookup(sample.clone()));
+        };
+        let Some(lookup) = bridge.lookups.get(name) else {
+            return Err(RenderError::UnknownLookup {
+                name: name.to_string(),
+                known: bridge.lookups.names(),
+            });
+        };
+        let loaded = crate::lookup::file::read(std::path::Path::new(file), lookup.table.bounds())
+            .map_err(|reason| RenderError::LookupFile {
+            name: name.to_string(),
+            reason,
+        })?;
+        lookup.table.replace(loaded.entries);
+        given.insert(name.to_string());
+    }
+    Ok(bridge
+        .lookups
+        .iter()
+        .filter(|l| !given.contains(&l.name))
+        .map(|l| {
+            format!(
+                "note: lookup {:?} has no sample table (--lookup {}=FILE): it answers null",
+                l.name, l.name
+            )
+        })
+        .collect())
 }
 
 /// Renders `input` through route `route_name`. `meta` overrides the sample coordinates

@@ -205,3 +205,127 @@ fn render_into_a_closed_pipe_exits_0_quietly_and_reads_no_more_than_a_message() 
     assert!(!stderr.contains("panicked"), "{stderr}");
     drop(writer);
 }
+
+/// A config whose route joins on a lookup table kept on a topic.
+fn with_lookup(installation_id: &str) -> String {
+    GOOD.replace(
+        "routes:\n",
+        "lookups:\n  installations:\n    kafka: { source: events, topic: orceum-installations }\nroutes:\n",
+    )
+    .replace(
+        "filter: '.status == \"done\"'",
+        "filter: 'lookup(\"installations\"; .user_id) != null'",
+    )
+    .replace(
+        "installation_id: .user.installation_id",
+        &format!("installation_id: '{installation_id}'"),
+    )
+}
+
+#[test]
+fn check_names_an_unknown_lookup_table_with_the_route_path() {
+    let (_d, path) = write(&with_lookup(r#"lookup("instalations"; .user_id)"#));
+    let out = bridge(&["check", "-c", &path], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("routes[0].event.installation_id")
+            && stderr.contains("\"instalations\"")
+            && stderr.contains("lookups: installations"),
+        "{stderr}"
+    );
+    let (_d, path) = write(&with_lookup(r#"lookup("installations"; .user_id)"#));
+    let out = bridge(&["check", "-c", &path], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn render_joins_a_sample_against_a_sample_table() {
+    let (dir, path) = write(&with_lookup(r#"lookup("installations"; .user_id)"#));
+    let table = dir.path().join("installations.json");
+    std::fs::write(&table, r#"{"u-1": "inst_1", "u-2": "inst_2"}"#).unwrap();
+    let sample = r#"{"id":"t1","title":"Q4","status":"done","user_id":"u-2","completed_at":"2024-01-15T12:00:00Z"}"#;
+    let lookup = format!("installations={}", table.display());
+    let args = [
+        "render",
+        "-c",
+        &path,
+        "--route",
+        "task-completed",
+        "--lookup",
+        &lookup,
+    ];
+    let out = bridge(&args, Some(sample));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(r#"{"installation_id":"inst_2""#),
+        "{stdout}"
+    );
+    // A user the table does not know: the filter skips it.
+    let out = bridge(&args, Some(&sample.replace("u-2", "u-9")));
+    assert_eq!(out.status.code(), Some(3));
+    // Without a sample table the lookup answers null, and render says so.
+    let out = bridge(&args[..5], Some(sample));
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no sample table"), "{stderr}");
+    let out = bridge(
+        &[
+            "render",
+            "-c",
+            &path,
+            "--route",
+            "task-completed",
+            "--lookup",
+            "nope=x.json",
+        ],
+        Some(sample),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("no such table"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn render_dead_letters_a_lookup_miss_with_a_reason_that_says_so() {
+    // No filter: a user without a mapping reaches installation_id, which says the lookup missed.
+    let text = with_lookup(r#"lookup("installations"; .user_id)"#).replace(
+        "    filter: 'lookup(\"installations\"; .user_id) != null'\n",
+        "",
+    );
+    let (dir, path) = write(&text);
+    let table = dir.path().join("t.csv");
+    std::fs::write(&table, "u-1,inst_1\n").unwrap();
+    let lookup = format!("installations={}", table.display());
+    let out = bridge(
+        &[
+            "render",
+            "-c",
+            &path,
+            "--route",
+            "task-completed",
+            "--lookup",
+            &lookup,
+        ],
+        Some(r#"{"id":"t1","title":"Q4","user_id":"u-9"}"#),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{stdout}");
+    assert!(
+        stdout.contains("DEAD-LETTER (lookup_miss)") && stdout.contains("replay"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("u-9"), "the key is message data: {stdout}");
+}

@@ -11,6 +11,7 @@
 //! - `kafka_delivery`: end-to-end Kafka delivery, transient faults, poison messages, rate limits;
 //! - `kafka_faults`: broker down at start and Orceum unreachable, on the mock cluster;
 //! - `kafka_rebalance`: a second replica joins mid-stream; nothing lost, both deliver;
+//! - `lookups`: lookup tables on a Kafka topic, a KV bucket and a file, joined from a backlog;
 //! - `nats`: core NATS and JetStream sources, replicas, a server restart, SIGKILLs;
 //! - `properties`: property tests on config parsing, templates and request verification;
 //! - `replay`: `replay` of dead letters after a fix, and `--dry-run`;
@@ -37,6 +38,7 @@ mod kafka_crash;
 mod kafka_delivery;
 mod kafka_faults;
 mod kafka_rebalance;
+mod lookups;
 mod nats;
 mod properties;
 mod replay;
