@@ -2,6 +2,10 @@
 //! request body (`OrceumEvent::to_body`), the HMAC signature and request building
 //! (`orceum::client::prepare`), for a small (~300 B) and a large (~8 KB) message.
 //!
+//! `small_lookup` is `small` joined on a 1,000,000-entry lookup table (issue 14: the filter
+//! and `installation_id` are `lookup("installations"; .user.id)`); the table's fill time and
+//! size are printed first.
+//!
 //! `cargo bench --bench hot_path -- --warm-up-time 1 --measurement-time 3`
 //!
 //! Target (issue 7): template + serialise + sign under 5 µs per small event on a 2-core machine.
@@ -39,6 +43,17 @@ routes:
       event_data: '{task_id: .id, title, completed_at}'
       timestamp: .completed_at
       priority: 'if .urgent then "high" else "normal" end'
+  - name: task-completed-joined
+    source: events
+    topics: [tasks]
+    app: tasks
+    filter: 'lookup("installations"; .user.id) != null'
+    event:
+      installation_id: 'lookup("installations"; .user.id)'
+      event_type: '"task.completed"'
+      event_data: '{task_id: .id, title, completed_at}'
+      timestamp: .completed_at
+      priority: 'if .urgent then "high" else "normal" end'
   - name: export-ready
     source: events
     topics: [exports]
@@ -48,7 +63,50 @@ routes:
       event_type: '"export.ready"'
       event_data: .data
       timestamp: .completed_at
+lookups:
+  installations: { file: /nonexistent/filled-by-the-bench.json }
 "#;
+
+/// Resident memory of this process, in KiB (Linux).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Fills the table with 1,000,000 entries of ~40-byte keys and values (the bench's user
+/// is the last one); prints how long it took and what it cost.
+fn fill_table(bridge: &orceum_bridge::build::Bridge) {
+    use orceum_bridge::lookup::table::Stored;
+    let Some(lookup) = bridge.lookups.get("installations") else {
+        panic!("the bench config has the installations lookup");
+    };
+    let before = rss_kib();
+    let started = std::time::Instant::now();
+    for i in 0..999_999u32 {
+        let key = format!("usr_{i:08}_0a1b2c3d4e5f60718293a4b5c6d7");
+        let value = Stored::Text(format!("inst_{i:08}_f0e1d2c3b4a5968778695a4b"));
+        lookup
+            .table
+            .put(&key, &value)
+            .expect("fits the default bounds");
+    }
+    lookup
+        .table
+        .put("usr_7f3a9c", &Stored::Text("inst_4b8e2d1a".into()))
+        .expect("fits");
+    let (entries, bytes) = lookup.table.size();
+    eprintln!(
+        "lookup table: {entries} entries ({bytes} bytes of keys and values) filled in {:.2?}; RSS +{} MiB",
+        started.elapsed(),
+        rss_kib().saturating_sub(before) / 1024
+    );
+}
 
 const SECRET: &str = "whs_3f9c1d7e2b8a4c6d0e5f1a2b3c4d5e6f";
 
@@ -126,6 +184,7 @@ fn hot_path(c: &mut Criterion) {
     let bridge = load_str(CONFIG, "bench.yaml", env).expect("bench config");
     let app: App = bridge.apps["tasks"].clone();
     let base_url = "http://127.0.0.1:9/v1";
+    fill_table(&bridge);
     let cases = [
         Case {
             name: "small",
@@ -133,8 +192,13 @@ fn hot_path(c: &mut Criterion) {
             msg: message("tasks", small_payload()),
         },
         Case {
-            name: "large",
+            name: "small_lookup",
             route: bridge.routes[1].clone(),
+            msg: message("tasks", small_payload()),
+        },
+        Case {
+            name: "large",
+            route: bridge.routes[2].clone(),
             msg: message("exports", large_payload()),
         },
     ];

@@ -18,6 +18,9 @@
 //! - [`message`] — the neutral ground: `Message`, `Origin`, `AckHandle`, `Final`, `Submit`.
 //! - [`route`] — the route table, filter and jq templates (and what a template may do:
 //!   [`route::budget`]) → [`orceum::event::OrceumEvent`] (pure, no I/O).
+//! - [`lookup`] — the tables templates read with `lookup(NAME; KEY)` ([`lookup::table`]), and
+//!   the followers that fill them from a Kafka topic, a KV bucket or a file; sources wait for
+//!   their routes' tables to catch up.
 //! - [`dispatch`] — `impl Submit`: per-app lanes (rate limit, `Retry-After` pause, per-key
 //!   order), the typed [`dispatch::outcome::Outcome`], one retry policy, acknowledgement once
 //!   final, the mapping watchdog ([`dispatch::watch`]).

@@ -154,6 +154,9 @@ enum Command {
         /// Give up on a record still failing transiently after this long.
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         max_elapsed: Duration,
+        /// Only the dead letters of this kind (e.g. lookup_miss once the mappings exist).
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Zero-dependency quickstart: embedded Kafka, the sandbox, the example config, sample events.
     Demo {
@@ -386,6 +389,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             route,
             dry_run,
             max_elapsed,
+            reason,
         } => {
             let Some(bridge) = load_or_report(&config) else {
                 return Ok(ExitCode::from(1));
@@ -398,6 +402,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 route,
                 dry_run,
                 max_elapsed,
+                reason,
             };
             let summary =
                 runtime()?.block_on(orceum_bridge::tools::replay::replay(&bridge, &opts))?;

@@ -55,6 +55,9 @@ pub struct ReplayOptions {
     pub dry_run: bool,
     /// How long one record may keep failing transiently before it is reported as failed.
     pub max_elapsed: Duration,
+    /// Only the dead letters of this kind (`lookup_miss`, `http_422`, …); the others are
+    /// counted as skipped.
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,13 +68,44 @@ pub enum ReplayError {
     Read(String),
     #[error("orceum: {0}")]
     Client(#[from] crate::orceum::client::ClientBuildError),
+    #[error("lookup {lookup} did not load within 5 minutes ({status}); its routes cannot be replayed without it")]
+    Lookup { lookup: String, status: String },
 }
 
 /// One dead-letter record, back in the shape of the message that failed.
 struct Record {
     at: String,
     route: Option<String>,
+    /// `orceum.reason_kind`: why it was dead-lettered.
+    kind: Option<String>,
     msg: Message,
+}
+
+/// How long replay waits for the lookup tables its routes read.
+const LOOKUP_WAIT: Duration = Duration::from_secs(300);
+
+/// Loads the lookup tables (their followers run until `stop`), waiting until each is ready:
+/// a `lookup_miss` replayed against an empty table would miss again.
+async fn load_lookups(
+    bridge: &Bridge,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, ReplayError> {
+    let metrics = Arc::new(crate::telemetry::metrics::Metrics::new());
+    let tasks = crate::lookup::spawn_all(&bridge.lookups, &bridge.sources, metrics, stop.clone());
+    for l in bridge.lookups.iter() {
+        eprintln!("replay: loading lookup {} …", l.name);
+        match tokio::time::timeout(LOOKUP_WAIT, l.wait_ready(stop)).await {
+            Ok(true) => eprintln!("replay: lookup {}", l.status()),
+            _ => {
+                stop.cancel();
+                return Err(ReplayError::Lookup {
+                    lookup: l.name.clone(),
+                    status: l.status(),
+                });
+            }
+        }
+    }
+    Ok(tasks)
 }
 
 /// The final count.
@@ -152,6 +186,7 @@ fn record_from(stored: Stored, source: &str) -> Record {
             .map(|v| String::from_utf8_lossy(v).into_owned())
     };
     let route = get(header::ROUTE);
+    let kind = get(header::REASON_KIND);
     let origin = get(header::SOURCE)
         .and_then(|c| Origin::parse(&c))
         .unwrap_or(Origin::Nats {
@@ -165,6 +200,7 @@ fn record_from(stored: Stored, source: &str) -> Record {
     Record {
         at,
         route,
+        kind,
         msg: Message {
             source: Arc::from(source),
             origin,
@@ -203,6 +239,22 @@ pub async fn replay(bridge: &Bridge, opts: &ReplayOptions) -> Result<ReplaySumma
     };
     let (name, stored) = stored.map_err(ReplayError::Read)?;
     let records: Vec<Record> = stored.into_iter().map(|s| record_from(s, &name)).collect();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop_lookups = stop.clone().drop_guard();
+    let lookups = load_lookups(bridge, &stop).await?;
+    let summary = replay_records(bridge, opts, records).await;
+    stop.cancel();
+    for task in lookups {
+        let _ = task.await;
+    }
+    summary
+}
+
+async fn replay_records(
+    bridge: &Bridge,
+    opts: &ReplayOptions,
+    records: Vec<Record>,
+) -> Result<ReplaySummary, ReplayError> {
     let client = OrceumClient::with_ca(
         &bridge.orceum.base_url,
         bridge.orceum.timeout,
@@ -225,6 +277,10 @@ pub async fn replay(bridge: &Bridge, opts: &ReplayOptions) -> Result<ReplaySumma
     };
     for rec in records {
         bar.inc(1);
+        if opts.reason.is_some() && rec.kind != opts.reason {
+            summary.skipped += 1;
+            continue;
+        }
         let route_name = opts.route.clone().or(rec.route.clone());
         let Some(route) = route_name
             .as_deref()

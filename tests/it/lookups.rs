@@ -501,3 +501,76 @@ async fn a_file_table_is_read_again_when_it_changes() {
     );
     bridge.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lookup_miss_is_dead_lettered_and_replay_delivers_it_once_the_mapping_exists() {
+    let (table, topic, dlq, group) = (
+        unique("installs"),
+        unique("joined"),
+        unique("joined-dlq"),
+        unique("g-lookup"),
+    );
+    for t in [&table, &topic, &dlq] {
+        create_topic(t, 1).await;
+    }
+    produce_table(&table, &[("user-1".into(), Some("inst-1".into()))]).await;
+    produce(
+        &topic,
+        vec![
+            (None, event("user-1", 1), None),
+            (None, event("user-2", 2), None),
+            (None, event("user-3", 3), None),
+        ],
+    )
+    .await;
+    let (sandbox, _stop) = start_sandbox(Faults::default()).await;
+    let yaml = kafka_lookup_config(&sandbox.base_url(), &group, &topic, &table).replace(
+        "  commit_interval: 200ms\n",
+        &format!("  commit_interval: 200ms\n  dead_letter: {{ kafka: {{ source: events, topic: {dlq} }} }}\n"),
+    );
+    let bridge = spawn_bridge(&yaml);
+    wait_delivered(&sandbox, 1).await;
+    let dead = consume_all(&dlq, 2, Duration::from_secs(30)).await;
+    assert_eq!(dead.len(), 2);
+    assert!(dead
+        .iter()
+        .all(|d| d.header("orceum.reason_kind") == Some(&b"lookup_miss"[..])));
+    bridge.stop().await;
+
+    // The mapping for user-2 arrives (user-3 never installs); replay the misses.
+    produce_table(&table, &[("user-2".into(), Some("inst-2".into()))]).await;
+    sandbox.clear();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_orceum-bridge"));
+        cmd.args(["replay", "-c"]).arg(&path).args([
+            "--from",
+            &format!("kafka:{dlq}"),
+            "--reason",
+            "lookup_miss",
+        ]);
+        for (k, v) in env_vars() {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "user-3 still misses: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("2 read, 1 delivered") && stdout.contains("failed lookup_miss: 1"),
+        "{stdout}"
+    );
+    assert_eq!(
+        delivered(&sandbox),
+        BTreeMap::from([(2, "inst-2".to_string())])
+    );
+}
