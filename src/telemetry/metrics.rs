@@ -34,6 +34,7 @@ pub struct Metrics {
     pub partitions_held_by_app: IntGaugeVec,
     pub templates_stalled: IntGaugeVec,
     pub last_commit_latency: Histogram,
+    pub orceum_actions: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -229,6 +230,12 @@ impl Metrics {
                 &["source"],
             ),
             last_commit_latency,
+            orceum_actions: counter(
+                &r,
+                "orceum_actions_total",
+                "Delivered events by what Orceum's answer says it did (action_taken; unknown when the answer does not say).",
+                &["app", "action"],
+            ),
             registry: r,
         }
     }
