@@ -4,7 +4,8 @@
 //!
 //! - `bad_input`: every bad input in docs/reliability.md, through `check` and `render`;
 //! - `chaos_kafka`: Orceum down or slow, SIGTERM/SIGKILL under load, a replica or broker killed;
-//! - `cli`: `check` and `render` as a user meets them (errors with paths, redacted secrets);
+//! - `cli`: `check`, `render` and `sandbox` as a user meets them (errors with paths, redacted
+//!   secrets, the sandbox's answers);
 //! - `deploy_metrics`: the dashboard and alert rules only use metrics the binary exports;
 //! - `engine`: the dispatcher driven through `Submit` with recording acknowledgements;
 //! - `kafka_crash`: the bridge SIGKILLed mid-stream and restarted; duplicates within bound;
