@@ -13,6 +13,7 @@
 //! - `kafka_faults`: broker down at start and Orceum unreachable, on the mock cluster;
 //! - `kafka_rebalance`: a second replica joins mid-stream; nothing lost, both deliver;
 //! - `nats`: core NATS and JetStream sources, replicas, a server restart, SIGKILLs;
+//! - `orceum_answers`: every `action_taken` Orceum can answer (and a non-JSON 2xx), counted;
 //! - `properties`: property tests on config parsing, templates and request verification;
 //! - `replay`: `replay` of dead letters after a fix, and `--dry-run`;
 //! - `secrets`: no secret in logs, `/metrics`, `render` output or `check` errors;
@@ -39,6 +40,7 @@ mod kafka_delivery;
 mod kafka_faults;
 mod kafka_rebalance;
 mod nats;
+mod orceum_answers;
 mod properties;
 mod replay;
 mod secrets;
