@@ -25,7 +25,7 @@
 //!   order), the typed [`dispatch::outcome::Outcome`], one retry policy, acknowledgement once
 //!   final, the mapping watchdog ([`dispatch::watch`]).
 //! - [`orceum`] — the ground floor: the app (id + secret), the event body, its signature, the
-//!   HTTP client, the scrubbing of secrets out of answers.
+//!   HTTP client, what Orceum answers, the scrubbing of secrets out of answers.
 //! - [`dead_letter`] — what a dead letter carries and the writer every destination implements.
 //! - [`commit`] — the contiguous-offset tracker.
 //! - [`telemetry`] — metrics, `/healthz` `/readyz` `/metrics`, logging.

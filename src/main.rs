@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use orceum_bridge::tools::sandbox::{self, Faults, SandboxConfig};
+use orceum_bridge::tools::sandbox::{self, Answers, Faults, SandboxConfig};
 use orceum_bridge::{build, config};
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
@@ -125,6 +125,14 @@ enum Command {
         /// App ids whose every push is answered 503, Orceum down for that app (repeatable).
         #[arg(long = "down-app")]
         down_apps: Vec<String>,
+        /// ACTION=SHARE: answer this share of accepted events with this action_taken
+        /// (NOTIFIED, CONVERSATION_STARTED, QUEUED, IGNORED, or non-json for a plain-text 200),
+        /// e.g. --action IGNORED=0.3 --action QUEUED=0.2; the rest NOTIFIED (repeatable).
+        #[arg(long = "action")]
+        actions: Vec<String>,
+        /// INSTALLATION=ACTION: this installation's events always get this answer (repeatable).
+        #[arg(long = "action-for")]
+        actions_for: Vec<String>,
         /// Do not print each event.
         #[arg(long)]
         quiet: bool,
@@ -325,6 +333,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             reject_event_types,
             throttle_apps,
             down_apps,
+            actions,
+            actions_for,
             keep_events,
             quiet,
         } => {
@@ -338,6 +348,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             if app_map.is_empty() && !accept_any {
                 anyhow::bail!("give at least one --app APP_ID=SECRET, or --accept-any");
             }
+            let answers = Answers::new(
+                actions
+                    .iter()
+                    .map(|a| Answers::parse_share(a))
+                    .collect::<Result<_, _>>()?,
+                actions_for
+                    .iter()
+                    .map(|a| Answers::parse_installation(a))
+                    .collect::<Result<_, _>>()?,
+            )?;
             let cfg = SandboxConfig {
                 apps: app_map,
                 accept_any,
@@ -352,6 +372,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     throttle_apps: throttle_apps.into_iter().collect::<HashSet<_>>(),
                     down_apps: down_apps.into_iter().collect::<HashSet<_>>(),
                 },
+                answers,
                 print: !quiet,
             };
             let rt = runtime()?;

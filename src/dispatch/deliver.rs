@@ -12,6 +12,7 @@ use crate::config::RetryConfig;
 
 use crate::dead_letter::{DeadLetterRecord, DeadLetterWriter};
 use crate::message::{Final, Message};
+use crate::orceum::answer::Action;
 use crate::orceum::client::OrceumClient;
 use crate::telemetry::events::{DeadLetterWriteFailed, DeadLettered, PushRetried};
 use crate::telemetry::metrics::Metrics;
@@ -130,6 +131,18 @@ impl DeliveryContext {
             match &outcome {
                 Outcome::Delivered => {
                     lane.metrics.delivered(job.priority).inc();
+                    // What Orceum did with it, and its id beside the source coordinates: the
+                    // one line that ties a bus message to an Orceum support ticket.
+                    let answer = result.as_ref().ok().and_then(|r| r.answer.as_ref());
+                    let action = answer.map_or(Action::Unknown, |a| a.action);
+                    lane.metrics.action(action).inc();
+                    tracing::debug!(
+                        app = %app.name,
+                        source = %coordinates,
+                        event_id = answer.and_then(|a| a.event_id.as_deref()),
+                        action = action.label(),
+                        "delivered"
+                    );
                     if let Some(ts) = job.msg.timestamp {
                         let secs =
                             (chrono::Utc::now() - ts).num_milliseconds().max(0) as f64 / 1000.0;

@@ -9,6 +9,7 @@
 
 use super::{DeliveryContext, Job};
 use crate::config::{Ordering, RateLimitConfig};
+use crate::orceum::answer::Action;
 use crate::orceum::app::App;
 use crate::orceum::event::Priority;
 use crate::sync::lock;
@@ -34,6 +35,8 @@ pub struct LaneMetrics {
     pub end_to_end_latency: Histogram,
     /// `app_probing`: 1 while the lane sends one probe at a time.
     pub probing: IntGauge,
+    /// `orceum_actions_total` by action, in [`Action::ALL`] order.
+    actions: [IntCounter; 5],
 }
 
 impl LaneMetrics {
@@ -49,6 +52,18 @@ impl LaneMetrics {
             }),
             end_to_end_latency: metrics.end_to_end_latency.with_label_values(&[app]),
             probing: metrics.app_probing.with_label_values(&[app]),
+            actions: Action::ALL
+                .map(|a| metrics.orceum_actions.with_label_values(&[app, a.label()])),
+        }
+    }
+
+    pub fn action(&self, action: Action) -> &IntCounter {
+        match action {
+            Action::Notified => &self.actions[0],
+            Action::ConversationStarted => &self.actions[1],
+            Action::Queued => &self.actions[2],
+            Action::Ignored => &self.actions[3],
+            Action::Unknown => &self.actions[4],
         }
     }
 

@@ -135,6 +135,7 @@ mod tests {
             status: s,
             retry_after: Some(Duration::from_secs(3)),
             excerpt: "{\"error\":\"x\"}".into(),
+            answer: None,
             redirect_host: (300..400).contains(&s).then(|| "elsewhere.example".into()),
         })
     }

@@ -4,6 +4,7 @@
 //! from the event body once; every attempt re-stamps `X-Timestamp` and re-signs the same bytes.
 //! [`PreparedRequest`] is what both `run` sends and `render` prints, so they cannot disagree.
 
+use super::answer::Answer;
 use super::sign::{send_timestamp, signature_header};
 use crate::orceum::app::App;
 use crate::sync::{read, write};
@@ -87,6 +88,9 @@ pub struct PushResponse {
     pub retry_after: Option<Duration>,
     /// The start of the response body, for logs and dead letters (error answers only).
     pub excerpt: String,
+    /// 2xx: what Orceum said it did (`action_taken`, `status`, `event_id`), read from the
+    /// first [`MAX_ANSWER_BYTES`]; `None` for any other status.
+    pub answer: Option<Answer>,
     /// 3xx: the host the answer pointed at (never followed; see [`OrceumClient::with_ca`]).
     pub redirect_host: Option<String>,
 }
@@ -233,7 +237,9 @@ impl OrceumClient {
                 .unwrap_or_else(|| "(no absolute Location)".to_string())
         });
         let head = read_bounded(resp, MAX_ANSWER_BYTES).await;
-        let excerpt = if (200..300).contains(&status) {
+        let delivered = (200..300).contains(&status);
+        let answer = delivered.then(|| Answer::parse(&head));
+        let excerpt = if delivered {
             String::new()
         } else {
             // Scrubbed whole, then cut: a secret across the cut is still caught.
@@ -249,6 +255,7 @@ impl OrceumClient {
             status,
             retry_after,
             excerpt,
+            answer,
             redirect_host,
         })
     }
@@ -450,6 +457,36 @@ mod tests {
         let (resp, took) = push_once(&base).await;
         assert_eq!(resp.status, 200);
         assert!(took < Duration::from_secs(20), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_2xx_answer_is_read_and_any_other_carries_none() {
+        use crate::orceum::answer::{Action, Status};
+        let (base, _) = raw_server(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 75\r\n\r\n{\"event_id\":\"evt_abc123\",\"status\":\"IGNORED\",\"action_taken\":\"IGNORED\"}      ",
+            None,
+        )
+        .await;
+        let (resp, _) = push_once(&base).await;
+        let answer = resp.answer.expect("a 200 carries its answer");
+        assert_eq!(answer.action, Action::Ignored);
+        assert_eq!(answer.status, Some(Status::Ignored));
+        assert_eq!(answer.event_id.as_deref(), Some("evt_abc123"));
+        assert!(resp.excerpt.is_empty());
+
+        // Delivered all the same; nothing known of what Orceum did.
+        let (base, _) =
+            raw_server("HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\nOK", None).await;
+        let (resp, _) = push_once(&base).await;
+        assert_eq!(resp.answer.map(|a| a.action), Some(Action::Unknown));
+
+        let (base, _) = raw_server(
+            "HTTP/1.1 422 Unprocessable Entity\r\ncontent-length: 25\r\n\r\n{\"action_taken\":\"QUEUED\"}",
+            None,
+        )
+        .await;
+        let (resp, _) = push_once(&base).await;
+        assert_eq!(resp.answer, None);
     }
 
     #[tokio::test]

@@ -40,6 +40,7 @@ pub struct Metrics {
     pub lookup_refused: IntCounterVec,
     pub lookup_last_update_age: prometheus::GaugeVec,
     pub lookup_stale: prometheus::GaugeVec,
+    pub orceum_actions: IntCounterVec,
 }
 
 fn float_gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::GaugeVec {
@@ -277,6 +278,12 @@ impl Metrics {
                 "lookup_stale_seconds",
                 "Seconds since a lookup table was last known to be in step with its source: a few seconds while the source answers; grows while it is down (the table keeps answering from what it has).",
                 &["lookup"],
+            ),
+            orceum_actions: counter(
+                &r,
+                "orceum_actions_total",
+                "Delivered events by what Orceum's answer says it did (action_taken; unknown when the answer does not say).",
+                &["app", "action"],
             ),
             registry: r,
         }

@@ -1,13 +1,13 @@
 //! `orceum-bridge demo`: the whole pipeline on one machine with nothing installed.
 //!
 //! An embedded Kafka-protocol cluster (librdkafka's mock cluster), the sandbox as Orceum (with
-//! a few injected 503s and 429s), the config in `examples/demo.yaml`, and a few hundred
+//! a few injected 503s and 429s, and some events queued for a digest or ignored), the config in `examples/demo.yaml`, and a few hundred
 //! realistic domain events — tasks, payments, exports, and a couple of poison messages. The
 //! real [`crate::run`] drains them; the demo prints live progress and a summary.
 
 use crate::build::load_str;
 use crate::telemetry::metrics::Metrics;
-use crate::tools::sandbox::{self, Faults, SandboxConfig};
+use crate::tools::sandbox::{self, Answers, Faults, Reply, SandboxConfig};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -89,6 +89,15 @@ async fn run_async(bootstrap: String, events: usize) -> anyhow::Result<bool> {
                 reject_installations: HashSet::from(["inst_churned".to_string()]),
                 ..Faults::default()
             },
+            // What Orceum does with events varies (digests, quiet hours); the summary shows it.
+            answers: Answers::new(
+                vec![
+                    (Reply::Queued, 0.2),
+                    (Reply::Ignored, 0.1),
+                    (Reply::ConversationStarted, 0.1),
+                ],
+                HashMap::new(),
+            )?,
             print: false,
         },
         tokio::net::TcpListener::bind("127.0.0.1:0").await?,
@@ -96,7 +105,7 @@ async fn run_async(bootstrap: String, events: usize) -> anyhow::Result<bool> {
     )
     .await?;
     println!(
-        "sandbox Orceum at {} (5% 503, 2% 429, installation inst_churned answers 404)",
+        "sandbox Orceum at {} (5% 503, 2% 429, installation inst_churned answers 404; answers 20% QUEUED, 10% IGNORED, 10% CONVERSATION_STARTED)",
         sandbox.base_url()
     );
 
@@ -220,6 +229,15 @@ async fn run_async(bootstrap: String, events: usize) -> anyhow::Result<bool> {
     for ((app, priority), n) in &per_app {
         println!("    {app:<12} {priority:<8} {n}");
     }
+    println!(
+        "  what Orceum did (orceum_bridge_orceum_actions_total): {}",
+        by_action(&metrics)
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(action, n)| format!("{action} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let statuses = sandbox.stats().by_status;
     println!(
         "  retried: {retried} (sandbox answered {})",
@@ -347,6 +365,23 @@ async fn produce(bootstrap: &str, events: usize) -> anyhow::Result<Produced> {
         );
     }
     Ok(produced)
+}
+
+/// `orceum_actions_total` summed over apps: action → count, in the API's order.
+fn by_action(metrics: &Metrics) -> Vec<(&'static str, u64)> {
+    let series = by_labels(metrics, "orceum_bridge_orceum_actions_total");
+    crate::orceum::answer::Action::ALL
+        .iter()
+        .map(|a| {
+            let label = format!("action=\"{}\"", a.label());
+            let n = series
+                .iter()
+                .filter(|(labels, _)| labels.split(',').any(|l| l == label))
+                .map(|(_, n)| n)
+                .sum();
+            (a.label(), n)
+        })
+        .collect()
 }
 
 fn sum(metrics: &Metrics, name: &str) -> u64 {

@@ -1,5 +1,6 @@
 //! The command line as a user meets it: `check` lists every error with its path, `render`
-//! shows the exact request with the secret redacted and distinguishes send / skip / dead-letter.
+//! shows the exact request with the secret redacted and distinguishes send / skip / dead-letter,
+//! `sandbox` answers each event with the action its flags name.
 
 use std::process::{Command, Output};
 
@@ -328,4 +329,114 @@ fn render_dead_letters_a_lookup_miss_with_a_reason_that_says_so() {
         "{stdout}"
     );
     assert!(!stdout.contains("u-9"), "the key is message data: {stdout}");
+}
+
+/// `sandbox` with `--action` and `--action-for`: each installation gets the answer its flag
+/// names, with the status the API pairs with it, the printed line and `/_sandbox/stats` say
+/// which; a share that cannot be met is refused before anything listens.
+#[tokio::test]
+async fn the_sandbox_answers_the_actions_its_flags_ask_for_and_prints_them() {
+    use orceum_bridge::orceum::sign::signature_header;
+    use std::io::{BufRead, BufReader};
+    const SECRET: &str = "whs_cli_sandbox_secret";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orceum-bridge"))
+        .args([
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--app",
+            "app_1=env:SBX_SECRET",
+            "--action",
+            "IGNORED=1",
+            "--action-for",
+            "inst_q=QUEUED",
+            "--action-for",
+            "inst_t=non-json",
+        ])
+        .env("SBX_SECRET", SECRET)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let base = loop {
+        line.clear();
+        assert_ne!(stderr.read_line(&mut line).unwrap(), 0, "no listening line");
+        if let Some((_, base)) = line.trim().split_once("base_url ") {
+            break base.to_string();
+        }
+    };
+    let client = reqwest::Client::new();
+    let mut answers = Vec::new();
+    for inst in ["inst_q", "inst_t", "inst_x"] {
+        let body = format!(
+            r#"{{"installation_id":"{inst}","event_type":"task.completed","event_data":{{"n":1}},"timestamp":"2024-01-15T12:00:00Z","priority":"normal"}}"#
+        );
+        let resp = client
+            .post(format!("{base}/apps/app_1/events"))
+            .header("Content-Type", "application/json")
+            .header("X-Orceum-Webhook-Secret", SECRET)
+            .header(
+                "X-Hub-Signature-256",
+                signature_header(SECRET.as_bytes(), body.as_bytes()),
+            )
+            .header("X-Timestamp", "2024-01-15T12:00:01Z")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{inst}");
+        answers.push(String::from_utf8_lossy(&resp.bytes().await.unwrap()).into_owned());
+    }
+    let stats = client
+        .get(base.replace("/v1", "/_sandbox/stats"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
+    assert_eq!(json(&answers[0])["action_taken"], "QUEUED");
+    assert_eq!(json(&answers[0])["status"], "QUEUED");
+    assert_eq!(answers[1], "OK");
+    assert_eq!(json(&answers[2])["action_taken"], "IGNORED");
+    assert_eq!(json(&answers[2])["status"], "IGNORED");
+    let stats: serde_json::Value = serde_json::from_slice(&stats).unwrap();
+    assert_eq!(
+        stats["by_action"],
+        serde_json::json!({"IGNORED": 1, "QUEUED": 1, "non-json": 1})
+    );
+    let printed: Vec<String> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    assert_eq!(printed.len(), 3, "{printed:?}");
+    for (line, action) in printed.iter().zip(["QUEUED", "non-json", "IGNORED"]) {
+        assert!(line.contains(&format!(" normal {action} {{")), "{line}");
+    }
+
+    for (args, says) in [
+        (&["--action", "IGNORED=2"][..], "ACTION=SHARE"),
+        (
+            &["--action", "IGNORED=0.7", "--action", "QUEUED=0.5"][..],
+            "more than 1",
+        ),
+        (&["--action-for", "inst_a=LOST"][..], "is not an answer"),
+    ] {
+        let out = bridge(
+            &[
+                &["sandbox", "--listen", "127.0.0.1:0", "--accept-any"],
+                args,
+            ]
+            .concat(),
+            None,
+        );
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {text}");
+        assert!(text.contains(says), "{args:?}: {text}");
+    }
 }

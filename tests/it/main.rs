@@ -4,7 +4,8 @@
 //!
 //! - `bad_input`: every bad input in docs/reliability.md, through `check` and `render`;
 //! - `chaos_kafka`: Orceum down or slow, SIGTERM/SIGKILL under load, a replica or broker killed;
-//! - `cli`: `check` and `render` as a user meets them (errors with paths, redacted secrets);
+//! - `cli`: `check`, `render` and `sandbox` as a user meets them (errors with paths, redacted
+//!   secrets, the sandbox's answers);
 //! - `deploy_metrics`: the dashboard and alert rules only use metrics the binary exports;
 //! - `engine`: the dispatcher driven through `Submit` with recording acknowledgements;
 //! - `kafka_crash`: the bridge SIGKILLed mid-stream and restarted; duplicates within bound;
@@ -13,6 +14,7 @@
 //! - `kafka_rebalance`: a second replica joins mid-stream; nothing lost, both deliver;
 //! - `lookups`: lookup tables on a Kafka topic, a KV bucket and a file, joined from a backlog;
 //! - `nats`: core NATS and JetStream sources, replicas, a server restart, SIGKILLs;
+//! - `orceum_answers`: every `action_taken` Orceum can answer (and a non-JSON 2xx), counted;
 //! - `properties`: property tests on config parsing, templates and request verification;
 //! - `replay`: `replay` of dead letters after a fix, and `--dry-run`;
 //! - `secrets`: no secret in logs, `/metrics`, `render` output or `check` errors;
@@ -40,6 +42,7 @@ mod kafka_faults;
 mod kafka_rebalance;
 mod lookups;
 mod nats;
+mod orceum_answers;
 mod properties;
 mod replay;
 mod secrets;

@@ -34,6 +34,7 @@ pub async fn start_sandbox_on(
             ]),
             accept_any: false,
             faults,
+            answers: Default::default(),
             print: false,
         },
         listener,

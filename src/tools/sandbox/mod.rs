@@ -16,7 +16,9 @@
 //!    `installation_id, event_type, event_data, timestamp, priority, metadata` (422).
 //!
 //! Faults (latency, random 500/503/429, rejected installations and event types) are injected only
-//! after a request has passed every check, so a broken request is never hidden by a fault. Accepted
+//! after a request has passed every check, so a broken request is never hidden by a fault. An
+//! accepted event is answered `{"event_id", "status", "action_taken"}` as the API document shows;
+//! which action (or a non-JSON 200) is set per installation or as shares ([`Answers`]). Accepted
 //! events are recorded in arrival order and exposed through [`SandboxHandle`] and, for a sandbox
 //! running as a separate process, `GET /_sandbox/events` and `GET /_sandbox/stats`.
 //!
@@ -28,6 +30,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use axum::body::Bytes;
@@ -44,9 +47,11 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+mod answers;
 mod faults;
 mod verify;
 
+pub use answers::{Answers, AnswersError, Reply};
 pub use faults::Faults;
 use verify::*;
 
@@ -62,8 +67,11 @@ pub struct SandboxConfig {
     /// Faults to inject after verification; replaceable at runtime with
     /// [`SandboxHandle::set_faults`].
     pub faults: Faults,
+    /// Which `action_taken` each accepted event is answered with (default: all `NOTIFIED`);
+    /// replaceable at runtime with [`SandboxHandle::set_answers`].
+    pub answers: Answers,
     /// Print each accepted event as one line to stdout:
-    /// `200 app_1 inst_x task.completed normal {"task_id":…}`.
+    /// `200 app_1 inst_x task.completed normal NOTIFIED {"task_id":…}`.
     pub print: bool,
 }
 
@@ -76,6 +84,7 @@ impl fmt::Debug for SandboxConfig {
             .field("app_ids", &app_ids)
             .field("accept_any", &self.accept_any)
             .field("faults", &self.faults)
+            .field("answers", &self.answers)
             .field("print", &self.print)
             .finish()
     }
@@ -88,8 +97,11 @@ impl fmt::Debug for SandboxConfig {
 pub struct ReceivedEvent {
     /// The `{app_id}` path segment.
     pub app_id: String,
-    /// The `event_id` the sandbox answered with.
+    /// The `event_id` the sandbox answered with (its own id of the event when the answer was
+    /// not JSON).
     pub event_id: String,
+    /// What the answer said Orceum did (or that it was not JSON).
+    pub reply: Reply,
     /// The parsed body.
     pub event: Value,
     /// The exact body bytes (what was signed).
@@ -113,6 +125,7 @@ impl ReceivedEvent {
         json!({
             "app_id": self.app_id,
             "event_id": self.event_id,
+            "action": self.reply.name(),
             "event": self.event,
             // The body parsed as JSON, so it is UTF-8; lossy only to avoid a fallible path.
             "body": String::from_utf8_lossy(&self.body),
@@ -127,6 +140,9 @@ impl ReceivedEvent {
 pub struct SandboxStats {
     /// Events answered 200 and recorded.
     pub accepted: u64,
+    /// Accepted events by the answer they got: `NOTIFIED`, `CONVERSATION_STARTED`, `QUEUED`,
+    /// `IGNORED`, `non-json`.
+    pub by_action: BTreeMap<&'static str, u64>,
     /// Every status answered to a push (or unknown path), injected faults included.
     pub by_status: BTreeMap<u16, u64>,
     /// Pushes that passed verification, per app id, whatever the answer (injected faults
@@ -189,6 +205,13 @@ impl SandboxHandle {
         *write(&self.sandbox.faults) = Arc::new(faults);
     }
 
+    /// Replace how accepted events are answered; applies to requests that arrive from now on,
+    /// and the shares start over.
+    pub fn set_answers(&self, answers: Answers) {
+        *write(&self.sandbox.answers) = Arc::new(answers);
+        self.sandbox.drawn.store(0, Ordering::Relaxed);
+    }
+
     /// Replace (or add) an app's secret, as Orceum does when a secret is rotated.
     pub fn set_secret(&self, app_id: &str, secret: &str) {
         write(&self.sandbox.apps).insert(app_id.to_string(), secret.to_string());
@@ -201,6 +224,7 @@ impl SandboxHandle {
         recorded.bytes = 0;
         recorded.dropped = 0;
         recorded.stats = SandboxStats::default();
+        self.sandbox.drawn.store(0, Ordering::Relaxed);
     }
 
     /// Resolves once the server has shut down (after the shutdown token is cancelled and
@@ -223,6 +247,8 @@ pub async fn start(
         accept_any: cfg.accept_any,
         print: cfg.print,
         faults: RwLock::new(Arc::new(cfg.faults)),
+        answers: RwLock::new(Arc::new(cfg.answers)),
+        drawn: AtomicU64::new(0),
         recorded: Mutex::new(Recorded::default()),
         shutdown: shutdown.clone(),
     });
@@ -267,6 +293,9 @@ struct Sandbox {
     print: bool,
     // An `Arc` so a request takes a snapshot without cloning the sets.
     faults: RwLock<Arc<Faults>>,
+    answers: RwLock<Arc<Answers>>,
+    /// Events answered by share so far: the next one's place in the share sequence.
+    drawn: AtomicU64,
     // Events and stats under one lock so a reader never sees one without the other.
     recorded: Mutex<Recorded>,
     shutdown: CancellationToken,
@@ -420,20 +449,25 @@ impl Sandbox {
 
     fn accept(&self, app_id: String, headers: &HeaderMap, body: Bytes, event: Value) -> Response {
         let event_id = format!("evt_{:016x}", rand::random::<u64>());
+        // A string: `verify` checked the field.
+        let installation = event["installation_id"].as_str().unwrap_or_default();
+        let reply =
+            read(&self.answers).pick(installation, || self.drawn.fetch_add(1, Ordering::Relaxed));
         if self.print {
             let priority = event["priority"].as_str().unwrap_or("normal");
             // `writeln!` rather than `println!`: a closed stdout (`| head`) must not panic.
             let _ = writeln!(
                 std::io::stdout().lock(),
-                "200 {app_id} {} {} {priority} {}",
-                event["installation_id"].as_str().unwrap_or_default(),
+                "200 {app_id} {installation} {} {priority} {} {}",
                 event["event_type"].as_str().unwrap_or_default(),
+                reply.name(),
                 event["event_data"],
             );
         }
         let received = ReceivedEvent {
             app_id,
             event_id: event_id.clone(),
+            reply,
             event,
             body: body.to_vec(),
             headers: recorded_headers(headers),
@@ -443,14 +477,19 @@ impl Sandbox {
             let mut recorded = self.recorded();
             recorded.stats.accepted += 1;
             *recorded.stats.by_status.entry(200).or_default() += 1;
+            *recorded.stats.by_action.entry(reply.name()).or_default() += 1;
             recorded.push(received);
         }
-        Json(json!({
-            "event_id": event_id,
-            "status": "QUEUED",
-            "action_taken": "NOTIFIED",
-        }))
-        .into_response()
+        match (reply.status(), reply.action().and_then(|a| a.api_name())) {
+            (Some(status), Some(action)) => Json(json!({
+                "event_id": event_id,
+                "status": status.api_name(),
+                "action_taken": action,
+            }))
+            .into_response(),
+            // A proxy or an older API answering plain text.
+            _ => ([(CONTENT_TYPE, "text/plain")], "OK").into_response(),
+        }
     }
 
     fn known_apps(&self) -> String {
@@ -647,6 +686,18 @@ mod tests {
             signature: &str,
             body: &str,
         ) -> (u16, HeaderMap, Value) {
+            let (status, headers, bytes) = self.push_raw(app, secret, signature, body).await;
+            (status, headers, serde_json::from_slice(&bytes).unwrap())
+        }
+
+        /// [`Running::push_as`], the answer's body as it came.
+        async fn push_raw(
+            &self,
+            app: &str,
+            secret: &str,
+            signature: &str,
+            body: &str,
+        ) -> (u16, HeaderMap, Bytes) {
             let resp = self
                 .client
                 .post(self.url(app))
@@ -660,8 +711,7 @@ mod tests {
                 .unwrap();
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
-            let bytes = resp.bytes().await.unwrap();
-            (status, headers, serde_json::from_slice(&bytes).unwrap())
+            (status, headers, resp.bytes().await.unwrap())
         }
 
         async fn push(&self, body: &str) -> (u16, HeaderMap, Value) {
@@ -679,7 +729,7 @@ mod tests {
         let s = sandbox().await;
         let (status, _, answer) = s.push(BODY).await;
         assert_eq!(status, 200, "{answer}");
-        assert_eq!(answer["status"], "QUEUED");
+        assert_eq!(answer["status"], "PROCESSED");
         assert_eq!(answer["action_taken"], "NOTIFIED");
         assert!(answer["event_id"].as_str().unwrap().starts_with("evt_"));
 
@@ -692,6 +742,83 @@ mod tests {
         assert_eq!(events[0].header("x-orceum-webhook-secret"), Some(REDACTED));
         assert_eq!(s.handle.stats().accepted, 1);
         assert_eq!(s.handle.stats().by_status, BTreeMap::from([(200, 1)]));
+    }
+
+    #[tokio::test]
+    async fn each_installation_gets_its_answer_with_the_status_the_api_pairs_with_it() {
+        let s = sandbox_with(SandboxConfig {
+            apps: HashMap::from([(APP.to_string(), SECRET.to_string())]),
+            answers: Answers {
+                for_installation: HashMap::from([
+                    ("inst_c".to_string(), Reply::ConversationStarted),
+                    ("inst_q".to_string(), Reply::Queued),
+                    ("inst_i".to_string(), Reply::Ignored),
+                    ("inst_t".to_string(), Reply::NonJson),
+                ]),
+                shares: Vec::new(),
+            },
+            ..SandboxConfig::default()
+        })
+        .await;
+        for (inst, action, status) in [
+            ("inst_n", "NOTIFIED", "PROCESSED"),
+            ("inst_c", "CONVERSATION_STARTED", "PROCESSED"),
+            ("inst_q", "QUEUED", "QUEUED"),
+            ("inst_i", "IGNORED", "IGNORED"),
+        ] {
+            let (code, _, answer) = s.push(&BODY.replace("inst_x", inst)).await;
+            assert_eq!(code, 200, "{answer}");
+            assert_eq!(answer["action_taken"], action, "{inst}");
+            assert_eq!(answer["status"], status, "{inst}");
+            assert!(answer["event_id"].as_str().unwrap().starts_with("evt_"));
+        }
+        let body = BODY.replace("inst_x", "inst_t");
+        let sig = signature_header(SECRET.as_bytes(), body.as_bytes());
+        let (code, headers, answer) = s.push_raw(APP, SECRET, &sig, &body).await;
+        assert_eq!((code, answer.as_ref()), (200, b"OK".as_slice()));
+        assert_eq!(headers.get(CONTENT_TYPE).unwrap(), "text/plain");
+
+        let replies: Vec<Reply> = s.handle.events().iter().map(|e| e.reply).collect();
+        assert_eq!(
+            replies,
+            [
+                Reply::Notified,
+                Reply::ConversationStarted,
+                Reply::Queued,
+                Reply::Ignored,
+                Reply::NonJson
+            ]
+        );
+        let stats = s
+            .client
+            .get(format!("http://{}/_sandbox/stats", s.handle.addr()))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let stats: Value = serde_json::from_slice(&stats).unwrap();
+        assert_eq!(
+            stats["by_action"],
+            json!({"CONVERSATION_STARTED": 1, "IGNORED": 1, "NOTIFIED": 1, "QUEUED": 1, "non-json": 1})
+        );
+    }
+
+    #[tokio::test]
+    async fn shares_of_answers_are_exact_over_a_run_and_start_over_when_replaced() {
+        let s = sandbox().await;
+        let shares = Answers::new(vec![(Reply::Ignored, 0.5)], HashMap::new()).unwrap();
+        s.handle.set_answers(shares.clone());
+        for _ in 0..10 {
+            assert_eq!(s.push(BODY).await.0, 200);
+        }
+        let by_action = s.handle.stats().by_action;
+        assert_eq!(by_action, BTreeMap::from([("IGNORED", 5), ("NOTIFIED", 5)]));
+        s.handle.clear();
+        s.handle.set_answers(Answers::default());
+        assert_eq!(s.push(BODY).await.2["action_taken"], "NOTIFIED");
+        assert_eq!(s.handle.events()[0].reply, Reply::Notified);
     }
 
     #[tokio::test]
@@ -996,6 +1123,7 @@ mod tests {
         let ev = |n: usize, bytes: usize| ReceivedEvent {
             app_id: format!("app_{n}"),
             event_id: String::new(),
+            reply: Reply::Notified,
             event: Value::Null,
             body: vec![b'x'; bytes],
             headers: Default::default(),
