@@ -6,7 +6,7 @@
 use super::table::{Bounds, Entries, Refused, Stored};
 use super::{pause, Lookup, LookupError, CHECK_EVERY};
 use serde::de::{DeserializeSeed, MapAccess, Visitor};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 use tokio_util::sync::CancellationToken;
 
@@ -124,19 +124,19 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 /// Reads the file until it loads, then re-reads it whenever it changes, until `stop`.
 pub async fn follow(
     lookup: &Lookup,
-    path: &PathBuf,
+    path: &Path,
     stop: &CancellationToken,
 ) -> Result<(), LookupError> {
     let bounds = lookup.table.bounds();
     let mut seen = None;
     loop {
-        let p = path.clone();
+        let p = path.to_path_buf();
         let current = tokio::task::spawn_blocking(move || stamp(&p))
             .await
             .ok()
             .flatten();
         if current.is_some() && current != seen {
-            let p = path.clone();
+            let p = path.to_path_buf();
             let started = std::time::Instant::now();
             match tokio::task::spawn_blocking(move || read(&p, bounds)).await {
                 Ok(Ok(loaded)) => {
