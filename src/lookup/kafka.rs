@@ -171,9 +171,7 @@ fn run(
                 lookup.mark_in_step();
                 check_ready(&behind, read);
             }
-            Some(Err(e))
-                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) =>
-            {
+            Some(Err(e)) if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) => {
                 last_warning = Some(Instant::now());
                 tracing::warn!(lookup = %lookup.name, topic = %k.topic, error = %e, "lookup topic read error (librdkafka retries; the table keeps what it has)");
             }

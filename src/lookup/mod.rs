@@ -42,7 +42,15 @@ pub struct Lookup {
     flag: Mutex<Option<Arc<AtomicBool>>>,
     /// When the last "refused" error was logged (unix ms), to log at most every 30 s.
     refused_logged_ms: AtomicU64,
-    metrics: Mutex<Option<Arc<Metrics>>>,
+    /// The table's metric series, resolved once (an update costs no label lookup).
+    handles: std::sync::OnceLock<Handles>,
+}
+
+struct Handles {
+    metrics: Arc<Metrics>,
+    entries: prometheus::IntGauge,
+    updates: prometheus::IntCounter,
+    ready: prometheus::IntGauge,
 }
 
 impl std::fmt::Debug for Lookup {
@@ -69,7 +77,7 @@ impl Lookup {
             in_step_ms: AtomicU64::new(0),
             flag: Mutex::new(None),
             refused_logged_ms: AtomicU64::new(0),
-            metrics: Mutex::new(None),
+            handles: std::sync::OnceLock::new(),
         }
     }
 
@@ -115,7 +123,9 @@ impl Lookup {
         if let Some(flag) = lock(&self.flag).as_ref() {
             flag.store(true, Ordering::Relaxed);
         }
-        self.with_metrics(|m| m.lookup_ready.with_label_values(&[&self.name]).set(1));
+        if let Some(h) = self.handles.get() {
+            h.ready.set(1);
+        }
     }
 
     /// The table agrees with its source as of now (its source answered).
@@ -127,31 +137,34 @@ impl Lookup {
     pub fn attach(&self, flag: Arc<AtomicBool>, metrics: Arc<Metrics>) {
         flag.store(self.is_ready(), Ordering::Relaxed);
         *lock(&self.flag) = Some(flag);
-        *lock(&self.metrics) = Some(metrics);
+        let name = [self.name.as_str()];
+        let _ = self.handles.set(Handles {
+            entries: metrics.lookup_entries.with_label_values(&name),
+            updates: metrics.lookup_updates.with_label_values(&name),
+            ready: metrics.lookup_ready.with_label_values(&name),
+            metrics,
+        });
         self.publish_size();
     }
 
     fn with_metrics(&self, f: impl FnOnce(&Metrics)) {
-        if let Some(m) = lock(&self.metrics).as_ref() {
-            f(m);
+        if let Some(h) = self.handles.get() {
+            f(&h.metrics);
         }
     }
 
     fn publish_size(&self) {
-        let (entries, _) = self.table.size();
-        self.with_metrics(|m| {
-            m.lookup_entries
-                .with_label_values(&[&self.name])
-                .set(entries as i64);
-            m.lookup_ready
-                .with_label_values(&[&self.name])
-                .set(i64::from(self.is_ready()));
-        });
+        if let Some(h) = self.handles.get() {
+            h.entries.set(self.table.size().0 as i64);
+            h.ready.set(i64::from(self.is_ready()));
+        }
     }
 
     fn updated(&self) {
         self.last_update_ms.store(now_ms(), Ordering::Relaxed);
-        self.with_metrics(|m| m.lookup_updates.with_label_values(&[&self.name]).inc());
+        if let Some(h) = self.handles.get() {
+            h.updates.inc();
+        }
     }
 
     fn refused(&self, why: Refused, key: &str) {

@@ -266,6 +266,10 @@ fn config(base_url: &str, brokers: &str, nats: Option<(&str, &str)>) -> String {
         ),
         None => (String::new(), String::new()),
     };
+    // A lookup table, so the lookup_* families exist (no route reads it: nothing waits).
+    let table =
+        std::env::temp_dir().join(format!("orceum-deploy-metrics-{}.json", std::process::id()));
+    std::fs::write(&table, r#"{"u1": "inst_1"}"#).expect("write the lookup file");
     format!(
         r#"
 orceum: {{ base_url: "{base_url}", timeout: 5s }}
@@ -278,7 +282,9 @@ sources:
       bootstrap_servers: "{brokers}"
       group_id: g-deploy-metrics
       properties: {{ session.timeout.ms: 6000, heartbeat.interval.ms: 1000 }}
-{nats_source}routes:
+{nats_source}lookups:
+  seen: {{ file: "{table}" }}
+routes:
 {orders}{billing}{jetstream_route}
 delivery:
   commit_interval: 100ms
@@ -289,6 +295,7 @@ observability: {{ listen: "127.0.0.1:0", log_format: text }}
 "#,
         orders = route("orders", "orders", "a", Some(".skip != true")),
         billing = route("billing", "billing", "b", None),
+        table = table.display(),
     )
 }
 
