@@ -21,6 +21,32 @@ use tokio_util::sync::CancellationToken;
 
 const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The reader's librdkafka context: the end of a partition is how the table knows it has
+/// caught up (it comes through `poll` too), not an error to log; other errors (brokers down)
+/// are logged at most every 30 s (`orceum_bridge_lookup_stale_seconds` says how long).
+#[derive(Default)]
+struct ReaderContext {
+    lookup: String,
+    last_warning: std::sync::Mutex<Option<Instant>>,
+}
+
+impl rdkafka::ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(error, KafkaError::PartitionEOF(_)) {
+            return;
+        }
+        let mut last = crate::sync::lock(&self.last_warning);
+        if last.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+            *last = Some(Instant::now());
+            tracing::warn!(lookup = %self.lookup, error = %error, reason, "lookup table's Kafka reader: librdkafka error (it retries; the table keeps what it has)");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReaderContext {}
+
+type Reader = BaseConsumer<ReaderContext>;
+
 /// Follows the topic until `stop` (librdkafka blocks: on a thread of its own).
 pub async fn follow(
     lookup: &Arc<Lookup>,
@@ -60,7 +86,7 @@ fn nap(d: Duration, stop: &CancellationToken) -> bool {
 /// The topic's partitions with their high watermarks, once the broker answers.
 fn partitions(
     lookup: &Lookup,
-    consumer: &BaseConsumer,
+    consumer: &Reader,
     k: &KafkaLookupConfig,
     stop: &CancellationToken,
 ) -> Option<BTreeMap<i32, (i64, i64)>> {
@@ -107,9 +133,12 @@ fn run(
     kc: &KafkaSourceConfig,
     stop: &CancellationToken,
 ) -> Result<(), LookupError> {
-    let consumer: BaseConsumer = client_config::lookup_reader(&k.source, kc)
+    let consumer: Reader = client_config::lookup_reader(&k.source, kc)
         .map_err(|e| start_error(lookup, e))?
-        .create()
+        .create_with_context(ReaderContext {
+            lookup: lookup.name.clone(),
+            ..ReaderContext::default()
+        })
         .map_err(|e| start_error(lookup, e))?;
     let started = Instant::now();
     lookup.set_status(format!("connecting to topic {}", k.topic));

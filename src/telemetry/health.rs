@@ -113,3 +113,30 @@ async fn metrics_text(State(s): State<AppState>) -> ([(&'static str, &'static st
         s.metrics.render(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_names_what_it_waits_for_and_keeps_lookups_out_of_source_ready() {
+        let r = Readiness::default();
+        let source = r.register("events");
+        let table = r.register_noted(
+            "lookup installations",
+            Arc::new(|| "loading topic t: 10 of about 20 records read".to_string()),
+        );
+        assert_eq!(
+            r.check(),
+            Err(vec![
+                "source events".to_string(),
+                "lookup installations (loading topic t: 10 of about 20 records read)".to_string(),
+            ])
+        );
+        source.store(true, Ordering::Relaxed);
+        assert_eq!(r.states(), vec![("events".to_string(), true)]);
+        assert!(r.check().is_err());
+        table.store(true, Ordering::Relaxed);
+        assert_eq!(r.check(), Ok(()));
+    }
+}
