@@ -45,7 +45,10 @@ pub async fn follow(
     let mut read = 0u64;
     let mut messages = loop {
         let opened = async {
-            let mut stream = js.get_stream(&stream_name).await.map_err(|e| e.to_string())?;
+            let mut stream = js
+                .get_stream(&stream_name)
+                .await
+                .map_err(|e| e.to_string())?;
             let empty = stream
                 .info()
                 .await
