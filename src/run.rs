@@ -83,10 +83,11 @@ pub async fn run_with(
         health_stop.clone(),
     ));
 
-    let client = OrceumClient::with_ca(
+    let client = OrceumClient::build(
         &bridge.orceum.base_url,
         bridge.orceum.timeout,
         bridge.orceum.ca_file.as_deref(),
+        bridge.orceum.http2_prior_knowledge,
     )?;
     let dead_letter = dead_letter_sink(&bridge).await?;
     let abandon = CancellationToken::new();

@@ -4,7 +4,7 @@
 //! Shutdown: stop accepting, let each connection finish its request, close the rest.
 
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +22,9 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// How long shutdown waits for requests under way.
     pub shutdown_grace: Duration,
+    /// Also HTTP/2 without negotiation (h2c, told apart from HTTP/1.1 by its preface), up to
+    /// this many concurrent streams per connection; `None`: HTTP/1.1 only.
+    pub http2_streams: Option<u32>,
 }
 
 impl Default for Limits {
@@ -30,6 +33,7 @@ impl Default for Limits {
             max_connections: 256,
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
+            http2_streams: None,
         }
     }
 }
@@ -67,17 +71,43 @@ pub async fn serve(
         let stop = shutdown.clone();
         connections.spawn(async move {
             let _permit = permit;
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout);
-            let conn = builder.serve_connection(TokioIo::new(socket), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(limits.shutdown_grace, conn).await;
+            let io = TokioIo::new(socket);
+            match limits.http2_streams {
+                None => {
+                    let mut builder = hyper::server::conn::http1::Builder::new();
+                    builder
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(limits.header_read_timeout);
+                    let conn = builder.serve_connection(io, service);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        () = stop.cancelled() => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = tokio::time::timeout(limits.shutdown_grace, conn).await;
+                        }
+                    }
+                }
+                Some(streams) => {
+                    let mut builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    builder
+                        .http1()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(limits.header_read_timeout);
+                    builder
+                        .http2()
+                        .timer(TokioTimer::new())
+                        .max_concurrent_streams(streams);
+                    let conn = builder.serve_connection(io, service);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        () = stop.cancelled() => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = tokio::time::timeout(limits.shutdown_grace, conn).await;
+                        }
+                    }
                 }
             }
         });

@@ -108,6 +108,11 @@ pub struct OrceumConfig {
     /// Extra CA certificates (PEM) trusted for Orceum, on top of the system's roots.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Speak HTTP/2 from the first byte, without negotiating it (h2c on `http://`): for an
+    /// endpoint known to take it, such as `sandbox`. Over `https://` HTTP/2 is negotiated
+    /// anyway (ALPN) when the server offers it.
+    #[serde(default)]
+    pub http2_prior_knowledge: bool,
 }
 
 fn default_base_url() -> String {
@@ -124,6 +129,7 @@ impl Default for OrceumConfig {
             timeout: default_timeout(),
             allow_insecure_http: false,
             ca_file: None,
+            http2_prior_knowledge: false,
         }
     }
 }

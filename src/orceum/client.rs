@@ -142,7 +142,22 @@ impl OrceumClient {
         timeout: Duration,
         ca_file: Option<&std::path::Path>,
     ) -> Result<Self, ClientBuildError> {
+        Self::build(base_url, timeout, ca_file, false)
+    }
+
+    /// [`OrceumClient::with_ca`]; with `http2_prior_knowledge`, HTTP/2 from the first byte
+    /// (h2c): every request of an app shares one multiplexed connection instead of one
+    /// connection per request in flight (measured in docs/performance.md).
+    pub fn build(
+        base_url: &str,
+        timeout: Duration,
+        ca_file: Option<&std::path::Path>,
+        http2_prior_knowledge: bool,
+    ) -> Result<Self, ClientBuildError> {
         let mut builder = reqwest::Client::builder();
+        if http2_prior_knowledge {
+            builder = builder.http2_prior_knowledge();
+        }
         if let Some(path) = ca_file {
             let pem = std::fs::read(path)
                 .map_err(|e| ClientBuildError(format!("ca_file {}: {e}", path.display())))?;

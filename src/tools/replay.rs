@@ -255,10 +255,11 @@ async fn replay_records(
     opts: &ReplayOptions,
     records: Vec<Record>,
 ) -> Result<ReplaySummary, ReplayError> {
-    let client = OrceumClient::with_ca(
+    let client = OrceumClient::build(
         &bridge.orceum.base_url,
         bridge.orceum.timeout,
         bridge.orceum.ca_file.as_deref(),
+        bridge.orceum.http2_prior_knowledge,
     )?;
     let retry = &bridge.delivery.retry;
     let policy = RetryPolicy::from_config(retry).giving_up_after(opts.max_elapsed);

@@ -257,9 +257,11 @@ pub async fn start(
     let done = stopped.clone();
     tokio::spawn(async move {
         // A stand-in for Orceum: a bridge keeps up to `max_in_flight` (2,048 by default)
-        // connections to it, so its cap is well above that.
+        // connections to it, so its cap is well above that; over HTTP/2 (a bridge with
+        // `orceum.http2_prior_knowledge`) they share one connection, as many streams.
         let limits = crate::serve::Limits {
             max_connections: 8192,
+            http2_streams: Some(8192),
             ..crate::serve::Limits::default()
         };
         let serve = crate::serve::serve(listener, app, shutdown, limits);
