@@ -33,20 +33,28 @@ pub enum Origin {
     },
 }
 
-impl Origin {
-    /// `kafka:tasks/2@1834`: the `source` key of every event's metadata.
-    pub fn coordinates(&self) -> String {
+/// The coordinates (`kafka:topic/partition@offset`, `jetstream:stream@sequence`,
+/// `nats:subject`), written where they are needed (a log field) without a `String` first.
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Origin::Kafka {
                 topic,
                 partition,
                 offset,
-            } => format!("kafka:{topic}/{partition}@{offset}"),
-            Origin::Nats { subject, .. } => format!("nats:{subject}"),
+            } => write!(f, "kafka:{topic}/{partition}@{offset}"),
+            Origin::Nats { subject, .. } => write!(f, "nats:{subject}"),
             Origin::JetStream {
                 stream, sequence, ..
-            } => format!("jetstream:{stream}@{sequence}"),
+            } => write!(f, "jetstream:{stream}@{sequence}"),
         }
+    }
+}
+
+impl Origin {
+    /// `kafka:tasks/2@1834`: the `source` key of every event's metadata.
+    pub fn coordinates(&self) -> String {
+        self.to_string()
     }
 
     /// The topic, subscription pattern or stream: routing (Kafka) and a bounded metric label.

@@ -72,7 +72,6 @@ impl DeliveryContext {
     /// Pushes one event until its outcome is final, or until the bridge abandons it.
     pub(super) async fn deliver(&self, lane: &AppLane, job: Job) {
         let app = &lane.app;
-        let coordinates = job.msg.origin.coordinates();
         let mut tries = self.retry.start();
         let mut pushes = 0u32;
         // The bridge giving up, or this message's partition revoked: either way the work
@@ -138,7 +137,7 @@ impl DeliveryContext {
                     lane.metrics.action(action).inc();
                     tracing::debug!(
                         app = %app.name,
-                        source = %coordinates,
+                        source = %job.msg.origin,
                         event_id = answer.and_then(|a| a.event_id.as_deref()),
                         action = action.label(),
                         "delivered"
@@ -175,7 +174,7 @@ impl DeliveryContext {
                 app: &app.name,
                 app_id: &app.app_id,
                 route: &job.route.name,
-                coordinates: &coordinates,
+                coordinates: &job.msg.origin.coordinates(),
                 reason: &label,
                 attempts: pushes,
                 location_host: match &outcome {
