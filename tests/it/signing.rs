@@ -109,3 +109,54 @@ async fn the_sandbox_accepts_what_the_client_sends() {
     );
     stop.cancel();
 }
+
+/// `orceum.http2_prior_knowledge`: the same signed request over h2c, verified by the sandbox
+/// (which serves HTTP/1.1 and h2c on one port); many pushes share one connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_over_http2_prior_knowledge_are_verified_by_the_sandbox_like_http1() {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sb = sandbox::start(
+        SandboxConfig {
+            apps: HashMap::from([("app_123".to_string(), SECRET.to_string())]),
+            ..SandboxConfig::default()
+        },
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let timeout = std::time::Duration::from_secs(5);
+    let h2 = OrceumClient::build(&sb.base_url(), timeout, None, true).unwrap();
+    let the_app = app();
+    let pushes = (0..50).map(|_| h2.push(&the_app, fixed_event().to_body().into()));
+    for resp in futures::future::join_all(pushes).await {
+        let resp = resp.unwrap();
+        assert_eq!(resp.status, 200, "{}", resp.excerpt);
+    }
+    let h1 = OrceumClient::new(&sb.base_url(), timeout).unwrap();
+    assert_eq!(
+        h1.push(&app(), fixed_event().to_body().into())
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let events = sb.events();
+    assert_eq!(events.len(), 51);
+    assert!(events.iter().all(|e| e.body == fixed_event().to_body()));
+    // And it is HTTP/2 on the wire.
+    let raw = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = raw
+        .get(format!(
+            "{}/_sandbox/stats",
+            sb.base_url().trim_end_matches("/v1")
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    stop.cancel();
+}
