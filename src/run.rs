@@ -40,6 +40,8 @@ pub enum RunError {
     Nats(#[from] source::nats::NatsSourceError),
     #[error("a source thread panicked: {0}")]
     SourcePanic(String),
+    #[error(transparent)]
+    Lookup(#[from] lookup::LookupError),
 }
 
 /// A running bridge's handles, for tests and the binary.
@@ -108,7 +110,11 @@ pub async fn run_with(
     ));
 
     let lookup_stop = CancellationToken::new();
-    for l in bridge.lookups.iter() {
+    // Only the tables some route reads are followed (and waited for by `/readyz`).
+    let used = bridge
+        .lookups
+        .only(bridge.routes.iter().flat_map(|r| r.lookups()));
+    for l in used.iter() {
         let shown = l.clone();
         let flag = readiness.register_noted(
             &format!("lookup {}", l.name),
@@ -116,12 +122,7 @@ pub async fn run_with(
         );
         l.attach(flag, metrics.clone());
     }
-    let lookups = lookup::spawn_all(
-        &bridge.lookups,
-        &bridge.sources,
-        metrics.clone(),
-        lookup_stop.clone(),
-    );
+    let lookups = lookup::spawn_all(&used, &bridge.sources, metrics.clone(), lookup_stop.clone());
 
     let secrets = spawn_secret_refresh(&bridge, shutdown.clone());
     let watchdog = {
@@ -155,17 +156,17 @@ pub async fn run_with(
             let (stop, name) = (stop.clone(), name.clone());
             async move {
                 if needs.is_empty() {
-                    return true;
+                    return Ok(true);
                 }
                 let names: Vec<&str> = needs.iter().map(|l| l.name.as_str()).collect();
                 tracing::info!(source = %name, lookups = ?names, "source waits for its lookup tables to catch up before it consumes");
                 for l in &needs {
-                    if !l.wait_ready(&stop).await {
-                        return false;
+                    if !l.wait_ready(&stop).await? {
+                        return Ok(false);
                     }
                 }
                 tracing::info!(source = %name, "lookup tables ready: source starts");
-                true
+                Ok::<bool, RunError>(true)
             }
         };
         match source {
@@ -198,7 +199,7 @@ pub async fn run_with(
                     abandon: abandon.clone(),
                 };
                 sources.push(tokio::spawn(async move {
-                    if !tables_ready.await {
+                    if !tables_ready.await? {
                         return Ok(());
                     }
                     let thread = src.spawn();
@@ -229,7 +230,7 @@ pub async fn run_with(
                     abandon: abandon.clone(),
                 };
                 sources.push(tokio::spawn(async move {
-                    if !tables_ready.await {
+                    if !tables_ready.await? {
                         return Ok(());
                     }
                     src.run().await.map_err(RunError::from)
@@ -296,9 +297,8 @@ pub async fn run_with(
     .await;
     secrets.abort();
     lookup_stop.cancel();
-    for task in lookups {
-        let _ = task.await;
-    }
+    // Bounded: a Kafka follower may sit in a metadata request to an unreachable broker.
+    let _ = tokio::time::timeout(STOP_GRACE, futures::future::join_all(lookups)).await;
     health_stop.cancel();
     let _ = health.await;
     let _ = watchdog.await;

@@ -38,6 +38,21 @@ impl Default for Limits {
     }
 }
 
+/// Drives a connection to its end, or, at `stop`, shuts it down gracefully within `grace`
+/// (hyper's HTTP/1.1 and auto connections are different types with the same two methods).
+macro_rules! until_stopped {
+    ($conn:ident, $stop:expr, $grace:expr) => {
+        tokio::pin!($conn);
+        tokio::select! {
+            _ = $conn.as_mut() => {}
+            () = $stop.cancelled() => {
+                $conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout($grace, $conn).await;
+            }
+        }
+    };
+}
+
 /// Serves `app` on `listener` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
@@ -71,6 +86,17 @@ pub async fn serve(
         let stop = shutdown.clone();
         connections.spawn(async move {
             let _permit = permit;
+            if limits.http2_streams.is_some() {
+                // Telling HTTP/2 from 1.1 reads the first bytes with no timeout of its own:
+                // a client that sends nothing is dropped after the header timeout, as on 1.1.
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(limits.header_read_timeout, socket.peek(&mut first))
+                    .await
+                {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return,
+                }
+            }
             let io = TokioIo::new(socket);
             match limits.http2_streams {
                 None => {
@@ -79,14 +105,7 @@ pub async fn serve(
                         .timer(TokioTimer::new())
                         .header_read_timeout(limits.header_read_timeout);
                     let conn = builder.serve_connection(io, service);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        () = stop.cancelled() => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = tokio::time::timeout(limits.shutdown_grace, conn).await;
-                        }
-                    }
+                    until_stopped!(conn, stop, limits.shutdown_grace);
                 }
                 Some(streams) => {
                     let mut builder =
@@ -100,14 +119,7 @@ pub async fn serve(
                         .timer(TokioTimer::new())
                         .max_concurrent_streams(streams);
                     let conn = builder.serve_connection(io, service);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        () = stop.cancelled() => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = tokio::time::timeout(limits.shutdown_grace, conn).await;
-                        }
-                    }
+                    until_stopped!(conn, stop, limits.shutdown_grace);
                 }
             }
         });

@@ -148,14 +148,17 @@ pub async fn follow(
                         tracing::error!(lookup = %lookup.name, refused = n, reason = why.label(), path = %path.display(), "lookup file has entries past the table's bounds: they are left out (raise max_entries / max_bytes)");
                     }
                     let entries = loaded.entries.len();
-                    lookup.replace(loaded.entries);
+                    let old = lookup.replace(loaded.entries);
+                    tokio::task::spawn_blocking(move || drop(old));
                     seen = current;
                     tracing::info!(lookup = %lookup.name, entries, path = %path.display(), took = ?started.elapsed(), "lookup file read");
                     lookup.mark_ready(&format!("file {}", path.display()));
                 }
                 Ok(Err(e)) => {
-                    tracing::error!(lookup = %lookup.name, error = %e, "cannot load the lookup file; keeping the previous table");
-                    lookup.set_status(format!("{e} (retrying)"));
+                    tracing::error!(lookup = %lookup.name, error = %e, "cannot load the lookup file; keeping the previous table until the file changes");
+                    lookup.set_status(format!("{e} (read again when the file changes)"));
+                    // Not parsed again every 2 s: only once the file changes.
+                    seen = current;
                 }
                 Err(_) => {}
             }

@@ -31,7 +31,7 @@ pub struct Lookup {
     pub name: String,
     pub source: LookupSource,
     pub table: Table,
-    ready: tokio::sync::watch::Sender<bool>,
+    state: tokio::sync::watch::Sender<State>,
     /// What it is doing, for `/readyz` and logs ("loading: 12,000 entries; …").
     status: Mutex<String>,
     /// Unix milliseconds of the last update applied (0: none yet).
@@ -40,8 +40,10 @@ pub struct Lookup {
     in_step_ms: AtomicU64,
     /// Readiness flag of `/readyz`, once registered.
     flag: Mutex<Option<Arc<AtomicBool>>>,
-    /// When the last "refused" error was logged (unix ms), to log at most every 30 s.
+    /// When the last "refused" ERROR (the bounds) was logged (unix ms): at most every 30 s.
     refused_logged_ms: AtomicU64,
+    /// The same for the WARN about ignored records (no key, a value neither JSON nor text).
+    ignored_logged_ms: AtomicU64,
     /// The table's metric series, resolved once (an update costs no label lookup).
     handles: std::sync::OnceLock<Handles>,
 }
@@ -71,12 +73,13 @@ impl Lookup {
             name: name.to_string(),
             source,
             table: Table::new(bounds),
-            ready: tokio::sync::watch::Sender::new(false),
+            state: tokio::sync::watch::Sender::new(State::Loading),
             status: Mutex::new("not started".into()),
             last_update_ms: AtomicU64::new(0),
             in_step_ms: AtomicU64::new(0),
             flag: Mutex::new(None),
             refused_logged_ms: AtomicU64::new(0),
+            ignored_logged_ms: AtomicU64::new(0),
             handles: std::sync::OnceLock::new(),
         }
     }
@@ -91,16 +94,35 @@ impl Lookup {
     }
 
     pub fn is_ready(&self) -> bool {
-        *self.ready.borrow()
+        *self.state.borrow() == State::Ready
     }
 
-    /// Waits until the table is ready; `false` if `stop` came first.
-    pub async fn wait_ready(&self, stop: &CancellationToken) -> bool {
-        let mut rx = self.ready.subscribe();
+    /// Waits until the table is ready: `Ok(true)`; `Ok(false)` if `stop` came first; the
+    /// error if its follower stopped for good (a source that waits for it must not wait for
+    /// ever, so the bridge stops with the error instead).
+    pub async fn wait_ready(&self, stop: &CancellationToken) -> Result<bool, LookupError> {
+        let mut rx = self.state.subscribe();
         tokio::select! {
-            r = rx.wait_for(|r| *r) => r.is_ok(),
-            _ = stop.cancelled() => false,
+            r = rx.wait_for(|s| *s != State::Loading) => match r.as_deref() {
+                Ok(State::Ready) => Ok(true),
+                Ok(State::Failed(reason)) => Err(LookupError::Start {
+                    lookup: self.name.clone(),
+                    reason: reason.clone(),
+                }),
+                _ => Ok(false),
+            },
+            _ = stop.cancelled() => Ok(false),
         }
+    }
+
+    /// Its follower stopped for good (a config problem: the bridge stops with it).
+    pub fn fail(&self, reason: &str) {
+        self.set_status(format!("stopped: {reason}"));
+        self.state.send_modify(|s| {
+            if *s == State::Loading {
+                *s = State::Failed(reason.to_string());
+            }
+        });
     }
 
     pub fn status(&self) -> String {
@@ -117,7 +139,7 @@ impl Lookup {
         self.mark_in_step();
         let (entries, bytes) = self.table.size();
         self.set_status(format!("ready: {entries} entries ({how})"));
-        if !self.ready.send_replace(true) {
+        if self.state.send_replace(State::Ready) != State::Ready {
             tracing::info!(lookup = %self.name, entries, bytes, "lookup table ready ({how})");
         }
         if let Some(flag) = lock(&self.flag).as_ref() {
@@ -206,12 +228,19 @@ impl Lookup {
                 self.table.remove(key);
             }
             Some(bytes) => {
+                // A refused update removes the key: its old value is out of date, and a miss
+                // (skipped or dead-lettered, then replayed) beats an event for the wrong
+                // installation.
                 let Some(stored) = Stored::from_bytes(bytes) else {
-                    self.refused_value(key);
+                    self.table.remove(key);
+                    self.refused_value();
+                    self.publish_size();
                     return;
                 };
                 if let Err(why) = self.table.put(key, &stored) {
+                    self.table.remove(key);
                     self.refused(why, key);
+                    self.publish_size();
                     return;
                 }
             }
@@ -220,7 +249,7 @@ impl Lookup {
         self.publish_size();
     }
 
-    fn refused_value(&self, _key: &str) {
+    fn refused_value(&self) {
         self.ignored("not_utf8", "the value is neither JSON nor UTF-8 text");
     }
 
@@ -239,17 +268,20 @@ impl Lookup {
                 .inc()
         });
         let now = now_ms();
-        if now.saturating_sub(self.refused_logged_ms.load(Ordering::Relaxed)) >= 30_000 {
-            self.refused_logged_ms.store(now, Ordering::Relaxed);
+        if now.saturating_sub(self.ignored_logged_ms.load(Ordering::Relaxed)) >= 30_000 {
+            self.ignored_logged_ms.store(now, Ordering::Relaxed);
             tracing::warn!(lookup = %self.name, reason, "lookup update ignored: {what} (counted in orceum_bridge_lookup_refused_total, logged at most every 30 s)");
         }
     }
 
-    /// Swaps in a whole new table (a file re-read).
-    pub fn replace(&self, entries: table::Entries) {
-        self.table.replace(entries);
+    /// Swaps in a whole new table (a file re-read); returns the old one, to be dropped off
+    /// the async workers (freeing a million entries takes a while).
+    #[must_use]
+    pub fn replace(&self, entries: table::Entries) -> table::Entries {
+        let old = self.table.replace(entries);
         self.updated();
         self.publish_size();
+        old
     }
 
     /// Seconds since the last update, and since the table was last in step with its source.
@@ -267,6 +299,14 @@ impl Lookup {
             age(self.in_step_ms.load(Ordering::Relaxed)),
         )
     }
+}
+
+/// Where a table is: loading from its source, caught up, or given up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Loading,
+    Ready,
+    Failed(String),
 }
 
 /// Every table of a config, by name: what templates read.
@@ -288,6 +328,19 @@ impl Tables {
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Lookup>> {
         self.0.values()
+    }
+
+    /// The tables of `names` (those some route reads: a table no route reads is neither
+    /// followed nor waited for).
+    pub fn only<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Tables {
+        let names: std::collections::BTreeSet<&str> = names.into_iter().collect();
+        Tables::new(
+            self.0
+                .iter()
+                .filter(|(n, _)| names.contains(n.as_str()))
+                .map(|(n, l)| (n.clone(), l.clone()))
+                .collect(),
+        )
     }
 
     /// The names, for error messages.
@@ -340,8 +393,8 @@ pub fn spawn_all(
                 }),
             };
             if let Err(e) = result {
-                lookup.set_status(e.to_string());
                 tracing::error!(lookup = %lookup.name, error = %e, "lookup table stopped");
+                lookup.fail(&e.to_string());
             }
         }));
     }
@@ -375,5 +428,52 @@ pub(crate) async fn pause(d: Duration, stop: &CancellationToken) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => true,
         _ = stop.cancelled() => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(max_bytes: usize) -> Lookup {
+        Lookup::new(
+            "t",
+            LookupSource::File("t.json".into()),
+            Bounds {
+                max_entries: 10,
+                max_bytes,
+            },
+        )
+    }
+
+    #[test]
+    fn a_refused_update_removes_the_key_rather_than_keep_an_out_of_date_value() {
+        let l = lookup(20);
+        l.apply("u1", Some(b"inst-1"));
+        assert_eq!(l.table.get_json("u1"), Some("inst-1".into()));
+        // Over max_bytes, and not UTF-8: the old value must not answer any more.
+        l.apply("u1", Some("x".repeat(40).as_bytes()));
+        assert_eq!(l.table.get_json("u1"), None);
+        l.apply("u2", Some(b"inst-2"));
+        l.apply("u2", Some(&[0xff, 0xfe]));
+        assert_eq!(l.table.get_json("u2"), None);
+        l.apply("u3", Some(b"inst-3"));
+        l.apply("u3", None);
+        assert_eq!(l.table.size(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_table_ends_when_it_is_ready_fails_or_the_bridge_stops() {
+        let stop = CancellationToken::new();
+        let l = lookup(100);
+        l.mark_ready("test");
+        assert!(l.wait_ready(&stop).await.unwrap());
+        let l = lookup(100);
+        l.fail("cannot read the credentials file");
+        let e = l.wait_ready(&stop).await.unwrap_err();
+        assert!(e.to_string().contains("credentials"), "{e}");
+        let l = lookup(100);
+        stop.cancel();
+        assert!(!l.wait_ready(&stop).await.unwrap());
     }
 }

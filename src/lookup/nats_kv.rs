@@ -15,12 +15,14 @@ use futures::StreamExt;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// What a KV message says was done to its key.
+/// Whether a KV message removes its key: a delete or purge (`KV-Operation`), or a server's
+/// delete marker (`Nats-Marker-Reason`, nats-server 2.11's per-key TTLs).
 fn is_delete(msg: &async_nats::jetstream::Message) -> bool {
-    msg.headers
-        .as_ref()
-        .and_then(|h| h.get("KV-Operation"))
-        .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"))
+    msg.headers.as_ref().is_some_and(|h| {
+        h.get("KV-Operation")
+            .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"))
+            || h.get("Nats-Marker-Reason").is_some()
+    })
 }
 
 /// Follows the bucket until `stop`.
@@ -43,90 +45,97 @@ pub async fn follow(
     let prefix = format!("$KV.{}.", n.bucket);
     let started = Instant::now();
     let mut read = 0u64;
-    let mut messages = loop {
-        let opened = async {
-            let mut stream = js
-                .get_stream(&stream_name)
-                .await
-                .map_err(|e| e.to_string())?;
-            let empty = stream
-                .info()
-                .await
-                .map(|i| i.state.messages == 0)
-                .unwrap_or(false);
-            let consumer = stream
-                .create_consumer(OrderedConfig {
-                    filter_subject: format!("{prefix}>"),
-                    deliver_policy: DeliverPolicy::LastPerSubject,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-            let messages = consumer.messages().await.map_err(|e| e.to_string())?;
-            Ok::<_, String>((messages, empty))
-        };
-        match opened.await {
-            Ok((messages, empty)) => {
-                if empty {
-                    lookup.mark_ready(&format!("bucket {} is empty", n.bucket));
+    'open: loop {
+        let mut messages = loop {
+            let opened = async {
+                let mut stream = js
+                    .get_stream(&stream_name)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let empty = stream
+                    .info()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .state
+                    .messages
+                    == 0;
+                let consumer = stream
+                    .create_consumer(OrderedConfig {
+                        filter_subject: format!("{prefix}>"),
+                        deliver_policy: DeliverPolicy::LastPerSubject,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let messages = consumer.messages().await.map_err(|e| e.to_string())?;
+                Ok::<_, String>((messages, empty))
+            };
+            match opened.await {
+                Ok((messages, empty)) => {
+                    if empty {
+                        lookup.mark_ready(&format!("bucket {} is empty", n.bucket));
+                    }
+                    break messages;
                 }
-                break messages;
-            }
-            Err(e) => {
-                let e = format!(
-                    "bucket {} on source {}: {e} (create it: see docs/lookups.md; retrying)",
-                    n.bucket, n.source
-                );
-                lookup.set_status(format!("waiting: {e}"));
-                tracing::warn!(lookup = %lookup.name, "lookup table waits: {e}");
-                if !pause(CHECK_EVERY, stop).await {
-                    return Ok(());
-                }
-            }
-        }
-    };
-    let mut tick = tokio::time::interval(CHECK_EVERY);
-    loop {
-        tokio::select! {
-            next = messages.next() => match next {
-                Some(Ok(msg)) => {
-                    read += 1;
-                    let Some(key) = msg.subject.as_str().strip_prefix(&prefix) else {
-                        continue;
-                    };
-                    let value = (!is_delete(&msg)).then_some(&msg.payload[..]);
-                    lookup.apply(key, value);
-                    let pending = msg.info().map(|i| i.pending).unwrap_or(u64::MAX);
-                    if !lookup.is_ready() {
-                        if pending == 0 {
-                            lookup.mark_ready(&format!(
-                                "bucket {}, {read} values in {:.1?}",
-                                n.bucket,
-                                started.elapsed()
-                            ));
-                        } else if read % 10_000 == 0 {
-                            lookup.set_status(format!(
-                                "loading bucket {}: {read} values read, {pending} to go",
-                                n.bucket
-                            ));
-                        }
+                Err(e) => {
+                    let e = format!(
+                        "bucket {} on source {}: {e} (create it: see docs/lookups.md; retrying)",
+                        n.bucket, n.source
+                    );
+                    lookup.set_status(format!("waiting: {e}"));
+                    tracing::warn!(lookup = %lookup.name, "lookup table waits: {e}");
+                    if !pause(CHECK_EVERY, stop).await {
+                        return Ok(());
                     }
                 }
-                // The ordered consumer recreates itself from the last sequence it saw.
-                Some(Err(e)) => {
-                    tracing::warn!(lookup = %lookup.name, bucket = %n.bucket, error = %e, "lookup bucket read error; the consumer resumes where it was");
-                }
-                None => {
-                    tracing::warn!(lookup = %lookup.name, bucket = %n.bucket, "lookup bucket consumer ended; the table keeps what it has");
-                    return Ok(());
-                }
-            },
-            _ = tick.tick() => {
-                if client.connection_state() == async_nats::connection::State::Connected {
-                    lookup.mark_in_step();
-                }
             }
-            _ = stop.cancelled() => return Ok(()),
+        };
+        let mut tick = tokio::time::interval(CHECK_EVERY);
+        loop {
+            tokio::select! {
+                next = messages.next() => match next {
+                    Some(Ok(msg)) => {
+                        read += 1;
+                        let Some(key) = msg.subject.as_str().strip_prefix(&prefix) else {
+                            continue;
+                        };
+                        let value = (!is_delete(&msg)).then_some(&msg.payload[..]);
+                        lookup.apply(key, value);
+                        let pending = msg.info().map(|i| i.pending).unwrap_or(u64::MAX);
+                        if !lookup.is_ready() {
+                            if pending == 0 {
+                                lookup.mark_ready(&format!(
+                                    "bucket {}, {read} values in {:.1?}",
+                                    n.bucket,
+                                    started.elapsed()
+                                ));
+                            } else if read % 10_000 == 0 {
+                                lookup.set_status(format!(
+                                    "loading bucket {}: {read} values read, {pending} to go",
+                                    n.bucket
+                                ));
+                            }
+                        }
+                    }
+                    // The ordered consumer recreates itself from the last sequence it saw.
+                    Some(Err(e)) => {
+                        tracing::warn!(lookup = %lookup.name, bucket = %n.bucket, error = %e, "lookup bucket read error; the consumer resumes where it was");
+                    }
+                    None => {
+                        tracing::warn!(lookup = %lookup.name, bucket = %n.bucket, "lookup bucket consumer ended; opening it again (the table keeps what it has)");
+                        if !pause(CHECK_EVERY, stop).await {
+                            return Ok(());
+                        }
+                        continue 'open;
+                    }
+                },
+                _ = tick.tick() => {
+                    if client.connection_state() == async_nats::connection::State::Connected {
+                        lookup.mark_in_step();
+                    }
+                }
+                _ = stop.cancelled() => return Ok(()),
+            }
         }
     }
 }

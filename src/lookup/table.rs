@@ -268,9 +268,10 @@ impl Table {
         write(&self.entries).remove(key)
     }
 
-    /// Swaps in a table built elsewhere (a file read whole).
-    pub fn replace(&self, entries: Entries) {
-        *write(&self.entries) = entries;
+    /// Swaps in a table built elsewhere (a file read whole); the old one is returned, so
+    /// that it is freed after the lock is released (and off the async workers).
+    pub fn replace(&self, entries: Entries) -> Entries {
+        std::mem::replace(&mut *write(&self.entries), entries)
     }
 
     /// Entries and bytes held.

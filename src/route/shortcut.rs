@@ -8,7 +8,7 @@
 //! or null (jq's error case), the shortcut declines and jaq runs the expression, so errors read
 //! exactly as jq's.
 
-use super::template::{key_text, val_to_json};
+use super::template::{found_val, key_text, val_to_json};
 use crate::lookup::table::Found;
 use crate::lookup::{Lookup, Tables};
 use jaq_json::Val;
@@ -242,10 +242,8 @@ impl Shortcut {
                 literal,
                 equal,
             } => Some(Value::Bool(equals(lookup(input, path)?, literal) == *equal)),
-            Shortcut::Lookup(lookup) => lookup.with(input, |found| match found {
-                None => Value::Null,
-                Some(f) => f.to_json(),
-            }),
+            // Through jaq's value, so numbers print as jaq prints them (`2.0` is `2`).
+            Shortcut::Lookup(lookup) => lookup.with(input, |found| val_to_json(&found_val(found))),
             Shortcut::CompareLookup {
                 lookup,
                 literal,

@@ -634,6 +634,7 @@ mod tests {
             ("u2", Stored::Json("{\"x\":1}".into())),
             ("42", Stored::Text("i-42".into())),
             ("t", Stored::Json("true".into())),
+            ("f", Stored::Json("{\"n\":2.0,\"m\":[1.50]}".into())),
         ] {
             inst.table.put(k, &v).unwrap();
         }
@@ -653,6 +654,7 @@ mod tests {
             json!({"user": "nobody"}),
             json!({"user": 42}),
             json!({"user": "t"}),
+            json!({"user": "f"}),
             json!({}),
             json!({"user": null}),
             json!({"user": [1]}),

@@ -81,7 +81,7 @@ pub fn load_lookups(bridge: &Bridge, samples: &[String]) -> Result<Vec<String>, 
             name: name.to_string(),
             reason,
         })?;
-        lookup.table.replace(loaded.entries);
+        drop(lookup.table.replace(loaded.entries));
         given.insert(name.to_string());
     }
     Ok(bridge

@@ -91,11 +91,15 @@ async fn load_lookups(
     stop: &tokio_util::sync::CancellationToken,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, ReplayError> {
     let metrics = Arc::new(crate::telemetry::metrics::Metrics::new());
-    let tasks = crate::lookup::spawn_all(&bridge.lookups, &bridge.sources, metrics, stop.clone());
-    for l in bridge.lookups.iter() {
+    // Only the tables some route reads.
+    let used = bridge
+        .lookups
+        .only(bridge.routes.iter().flat_map(|r| r.lookups()));
+    let tasks = crate::lookup::spawn_all(&used, &bridge.sources, metrics, stop.clone());
+    for l in used.iter() {
         eprintln!("replay: loading lookup {} …", l.name);
         match tokio::time::timeout(LOOKUP_WAIT, l.wait_ready(stop)).await {
-            Ok(true) => eprintln!("replay: lookup {}", l.status()),
+            Ok(Ok(true)) => eprintln!("replay: lookup {}", l.status()),
             _ => {
                 stop.cancel();
                 return Err(ReplayError::Lookup {

@@ -284,6 +284,21 @@ observability: {{ listen: "127.0.0.1:0", log_format: text }}
     )
 }
 
+/// A JetStream context on `url` with a memory stream `name` over `name.>` for the events.
+async fn events_stream(url: &str, name: &str) -> jetstream::Context {
+    let nc = async_nats::connect(url).await.expect("connect to nats");
+    let js = jetstream::new(nc);
+    js.create_stream(stream::Config {
+        name: name.to_string(),
+        subjects: vec![format!("{name}.>")],
+        storage: stream::StorageType::Memory,
+        ..Default::default()
+    })
+    .await
+    .expect("create stream");
+    js
+}
+
 async fn readyz(bridge: &InProcess) -> (u16, String) {
     let r = reqwest::get(format!("{}/readyz", bridge.health_url().await))
         .await
@@ -329,16 +344,7 @@ async fn a_nats_kv_table_gates_its_source_joins_a_backlog_follows_changes_and_re
     let url = nats_url();
     let name = unique("LK").replace('-', "_");
     let bucket = format!("{name}_installs");
-    let nc = async_nats::connect(&url).await.expect("connect to nats");
-    let js = jetstream::new(nc.clone());
-    js.create_stream(stream::Config {
-        name: name.clone(),
-        subjects: vec![format!("{name}.>")],
-        storage: stream::StorageType::Memory,
-        ..Default::default()
-    })
-    .await
-    .expect("create stream");
+    let js = events_stream(&url, &name).await;
     let (events, want, missing) = events_backlog(0);
     for e in &events {
         js.publish(format!("{name}.tasks"), e.clone().into())
@@ -441,16 +447,7 @@ async fn a_nats_kv_table_gates_its_source_joins_a_backlog_follows_changes_and_re
 async fn a_file_table_is_read_again_when_it_changes() {
     let url = nats_url();
     let name = unique("LF").replace('-', "_");
-    let nc = async_nats::connect(&url).await.expect("connect to nats");
-    let js = jetstream::new(nc.clone());
-    js.create_stream(stream::Config {
-        name: name.clone(),
-        subjects: vec![format!("{name}.>")],
-        storage: stream::StorageType::Memory,
-        ..Default::default()
-    })
-    .await
-    .expect("create stream");
+    let js = events_stream(&url, &name).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("installations.json");
     std::fs::write(&file, r#"{"user-1": "inst-1", "user-2": "inst-2"}"#).unwrap();

@@ -74,8 +74,8 @@ fn signature_matches_openssl_and_the_request_is_exactly_as_specified() {
     assert_eq!(req.body, body, "the signed bytes are the sent bytes");
 }
 
-#[tokio::test]
-async fn the_sandbox_accepts_what_the_client_sends() {
+/// A sandbox that knows `app_123` and its secret.
+async fn sandbox_for_app_123() -> (sandbox::SandboxHandle, tokio_util::sync::CancellationToken) {
     let stop = tokio_util::sync::CancellationToken::new();
     let sb = sandbox::start(
         SandboxConfig {
@@ -87,6 +87,12 @@ async fn the_sandbox_accepts_what_the_client_sends() {
     )
     .await
     .unwrap();
+    (sb, stop)
+}
+
+#[tokio::test]
+async fn the_sandbox_accepts_what_the_client_sends() {
+    let (sb, stop) = sandbox_for_app_123().await;
     let client = OrceumClient::new(&sb.base_url(), std::time::Duration::from_secs(5)).unwrap();
     let resp = client
         .push(&app(), fixed_event().to_body().into())
@@ -114,17 +120,7 @@ async fn the_sandbox_accepts_what_the_client_sends() {
 /// (which serves HTTP/1.1 and h2c on one port); many pushes share one connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_over_http2_prior_knowledge_are_verified_by_the_sandbox_like_http1() {
-    let stop = tokio_util::sync::CancellationToken::new();
-    let sb = sandbox::start(
-        SandboxConfig {
-            apps: HashMap::from([("app_123".to_string(), SECRET.to_string())]),
-            ..SandboxConfig::default()
-        },
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    let (sb, stop) = sandbox_for_app_123().await;
     let timeout = std::time::Duration::from_secs(5);
     let h2 = OrceumClient::build(&sb.base_url(), timeout, None, true).unwrap();
     let the_app = app();
