@@ -266,7 +266,8 @@ fn config(base_url: &str, brokers: &str, nats: Option<(&str, &str)>) -> String {
         ),
         None => (String::new(), String::new()),
     };
-    // A lookup table, so the lookup_* families exist (no route reads it: nothing waits).
+    // A lookup table, read by a route on a topic nothing is produced to, so the lookup_*
+    // families exist (a table no route reads is not loaded).
     let table =
         std::env::temp_dir().join(format!("orceum-deploy-metrics-{}.json", std::process::id()));
     std::fs::write(&table, r#"{"u1": "inst_1"}"#).expect("write the lookup file");
@@ -285,7 +286,7 @@ sources:
 {nats_source}lookups:
   seen: {{ file: "{table}" }}
 routes:
-{orders}{billing}{jetstream_route}
+{orders}{billing}{jetstream_route}{joined}
 delivery:
   commit_interval: 100ms
   shutdown_timeout: 5s
@@ -295,6 +296,12 @@ observability: {{ listen: "127.0.0.1:0", log_format: text }}
 "#,
         orders = route("orders", "orders", "a", Some(".skip != true")),
         billing = route("billing", "billing", "b", None),
+        joined = route(
+            "joined",
+            "joined",
+            "a",
+            Some(r#"lookup("seen"; .inst) != null"#)
+        ),
         table = table.display(),
     )
 }
@@ -327,6 +334,7 @@ async fn every_metric_in_the_dashboard_and_alerts_is_exported_by_the_bridge() {
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic("orders", 2, 1).unwrap();
     cluster.create_topic("billing", 1, 1).unwrap();
+    cluster.create_topic("joined", 1, 1).unwrap();
     cluster.create_topic("dead-letter", 1, 1).unwrap();
 
     let (sandbox, _stop) = start_sandbox(Faults {
