@@ -128,6 +128,43 @@ fn events_backlog(first_seq: usize) -> (Vec<Vec<u8>>, BTreeMap<i64, String>, u64
     (events, want, missing)
 }
 
+/// Waits until `want` is delivered and `missing` messages missed their lookup, then asserts
+/// exactly that: each event with the installation it should have, and no other miss.
+async fn assert_joined(
+    sandbox: &SandboxHandle,
+    bridge: &InProcess,
+    want: &BTreeMap<i64, String>,
+    missing: u64,
+    what: &str,
+) {
+    wait_delivered(sandbox, want.len()).await;
+    assert!(
+        wait_until(Duration::from_secs(30), || misses(bridge) >= missing).await,
+        "{what}: {} of {missing} misses dead-lettered",
+        misses(bridge)
+    );
+    assert_eq!(
+        &delivered(sandbox),
+        want,
+        "{what}: each event with its mapping"
+    );
+    assert_eq!(
+        misses(bridge),
+        missing,
+        "{what}: only users without a mapping miss"
+    );
+}
+
+/// The changes both bus tests make while the bridge runs: a new user, a remapped one, a
+/// deleted one.
+fn live_changes() -> Vec<(String, Option<String>)> {
+    vec![
+        ("ghost-new".into(), Some("inst-ghost".into())),
+        ("user-2".into(), Some("inst-2-v2".into())),
+        ("user-1".into(), None),
+    ]
+}
+
 fn kafka_lookup_config(base_url: &str, group: &str, events: &str, table: &str) -> String {
     config(
         base_url,
@@ -164,22 +201,7 @@ async fn a_kafka_table_joins_a_backlog_follows_updates_and_tombstones_and_reload
     let yaml = kafka_lookup_config(&sandbox.base_url(), &group, &topic, &table);
     let bridge = spawn_bridge(&yaml);
 
-    wait_delivered(&sandbox, want.len()).await;
-    assert!(
-        wait_until(Duration::from_secs(30), || misses(&bridge) >= missing).await,
-        "{} of {missing} misses dead-lettered",
-        misses(&bridge)
-    );
-    assert_eq!(
-        delivered(&sandbox),
-        want,
-        "each event with the mapping it had"
-    );
-    assert_eq!(
-        misses(&bridge),
-        missing,
-        "only users without a mapping miss"
-    );
+    assert_joined(&sandbox, &bridge, &want, missing, "the backlog").await;
     assert_eq!(
         metric(&bridge, "orceum_bridge_skipped_total", ""),
         0,
@@ -194,15 +216,7 @@ async fn a_kafka_table_joins_a_backlog_follows_updates_and_tombstones_and_reload
     );
 
     // Live: a new user, a remapped one, a deleted one; then events for them.
-    produce_table(
-        &table,
-        &[
-            ("ghost-new".into(), Some("inst-ghost".into())),
-            ("user-2".into(), Some("inst-2-v2".into())),
-            ("user-1".into(), None),
-        ],
-    )
-    .await;
+    produce_table(&table, &live_changes()).await;
     wait_updates(&bridge, backlog.len() as u64 + 3).await;
     produce(
         &topic,
@@ -215,10 +229,14 @@ async fn a_kafka_table_joins_a_backlog_follows_updates_and_tombstones_and_reload
     .await;
     want.insert(5000, "inst-ghost".into());
     want.insert(5001, "inst-2-v2".into());
-    wait_delivered(&sandbox, want.len()).await;
-    assert!(wait_until(Duration::from_secs(30), || misses(&bridge) > missing).await);
-    assert_eq!(delivered(&sandbox), want);
-    assert_eq!(misses(&bridge), missing + 1, "user-1's mapping was deleted");
+    assert_joined(
+        &sandbox,
+        &bridge,
+        &want,
+        missing + 1,
+        "user-1's mapping was deleted",
+    )
+    .await;
     bridge.stop().await;
 
     // A restart reads the table from the beginning again, then the new events.
@@ -247,10 +265,7 @@ async fn a_kafka_table_joins_a_backlog_follows_updates_and_tombstones_and_reload
         want.remove(s);
     }
     let missing = more_missing + user1.len() as u64;
-    wait_delivered(&sandbox, want.len()).await;
-    assert!(wait_until(Duration::from_secs(30), || misses(&bridge) >= missing).await);
-    assert_eq!(delivered(&sandbox), want, "after the restart");
-    assert_eq!(misses(&bridge), missing);
+    assert_joined(&sandbox, &bridge, &want, missing, "after the restart").await;
     assert_eq!(
         counter(&bridge.metrics_text(), "orceum_bridge_lookup_entries", ""),
         2999
@@ -380,10 +395,14 @@ async fn a_nats_kv_table_gates_its_source_joins_a_backlog_follows_changes_and_re
     let backlog = mappings();
     put_all(&store, &backlog).await;
     let bridge = spawn_bridge(&nats_lookup_config(&sandbox.base_url(), &name, &bucket));
-    wait_delivered(&sandbox, want.len()).await;
-    assert!(wait_until(Duration::from_secs(30), || misses(&bridge) >= missing).await);
-    assert_eq!(delivered(&sandbox), want, "each event with its mapping");
-    assert_eq!(misses(&bridge), missing);
+    assert_joined(
+        &sandbox,
+        &bridge,
+        &want,
+        missing,
+        "each event with its mapping",
+    )
+    .await;
     assert_eq!(readyz(&bridge).await.0, 200);
     assert_eq!(
         counter(&bridge.metrics_text(), "orceum_bridge_lookup_entries", ""),
@@ -392,15 +411,7 @@ async fn a_nats_kv_table_gates_its_source_joins_a_backlog_follows_changes_and_re
 
     // Live changes, then events for them.
     let before = metric(&bridge, "orceum_bridge_lookup_updates_total", "");
-    put_all(
-        &store,
-        &[
-            ("ghost-new".into(), Some("inst-ghost".into())),
-            ("user-2".into(), Some("inst-2-v2".into())),
-            ("user-1".into(), None),
-        ],
-    )
-    .await;
+    put_all(&store, &live_changes()).await;
     wait_updates(&bridge, before + 3).await;
     assert!(
         wait_until(Duration::from_secs(30), || {
@@ -418,10 +429,14 @@ async fn a_nats_kv_table_gates_its_source_joins_a_backlog_follows_changes_and_re
     }
     want.insert(5000, "inst-ghost".into());
     want.insert(5001, "inst-2-v2".into());
-    wait_delivered(&sandbox, want.len()).await;
-    assert!(wait_until(Duration::from_secs(30), || misses(&bridge) > missing).await);
-    assert_eq!(delivered(&sandbox), want);
-    assert_eq!(misses(&bridge), missing + 1, "user-1's mapping was deleted");
+    assert_joined(
+        &sandbox,
+        &bridge,
+        &want,
+        missing + 1,
+        "user-1's mapping was deleted",
+    )
+    .await;
     bridge.stop().await;
 
     // A restart: the bucket is read again (now with ghost-new, without user-1).
