@@ -123,16 +123,22 @@ pub struct Entries {
     bounds: Bounds,
 }
 
-fn key_of(entry: &[u8]) -> &[u8] {
+/// An entry's kind, key and value (entries are only ever built by [`Entries::put`]).
+fn parts(entry: &[u8]) -> (u8, &[u8], &[u8]) {
     let len = u32::from_le_bytes([entry[1], entry[2], entry[3], entry[4]]) as usize;
-    &entry[HEADER..HEADER + len]
+    let (key, value) = entry[HEADER..].split_at(len);
+    (entry[0], key, value)
+}
+
+fn key_of(entry: &[u8]) -> &[u8] {
+    parts(entry).1
 }
 
 fn found_of(entry: &[u8]) -> Found<'_> {
-    let len = u32::from_le_bytes([entry[1], entry[2], entry[3], entry[4]]) as usize;
-    // Both parts were written from `str`s: valid UTF-8 by construction.
-    let value = std::str::from_utf8(&entry[HEADER + len..]).unwrap_or_default();
-    if entry[0] == JSON {
+    let (kind, _, value) = parts(entry);
+    // Written from a `str`: valid UTF-8 by construction.
+    let value = std::str::from_utf8(value).unwrap_or_default();
+    if kind == JSON {
         Found::Json(value)
     } else {
         Found::Text(value)

@@ -242,8 +242,12 @@ impl Shortcut {
                 literal,
                 equal,
             } => Some(Value::Bool(equals(lookup(input, path)?, literal) == *equal)),
-            // Through jaq's value, so numbers print as jaq prints them (`2.0` is `2`).
-            Shortcut::Lookup(lookup) => lookup.with(input, |found| val_to_json(&found_val(found))),
+            // Text (an installation id) as it is; any other JSON through jaq's value, so
+            // numbers print as jaq prints them (`2.0` is `2`).
+            Shortcut::Lookup(lookup) => lookup.with(input, |found| match found {
+                Some(Found::Text(s)) => Value::String(s.to_string()),
+                other => val_to_json(&found_val(other)),
+            }),
             Shortcut::CompareLookup {
                 lookup,
                 literal,

@@ -26,6 +26,18 @@ fn bridge(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// The stdout of a run that must have exited 0 (its output shown if not).
+fn succeeded(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 const GOOD: &str = r#"
 orceum: { base_url: "https://api.orceum.com/v1" }
 apps:
@@ -122,13 +134,7 @@ fn render_shows_the_signed_request_with_the_secret_redacted() {
         ],
         Some(msg),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(
         stdout.starts_with("POST https://api.orceum.com/v1/apps/app_123/events\n"),
         "{stdout}"
@@ -261,13 +267,7 @@ fn render_joins_a_sample_against_a_sample_table() {
         &lookup,
     ];
     let out = bridge(&args, Some(sample));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(
         stdout.contains(r#"{"installation_id":"inst_2""#),
         "{stdout}"
