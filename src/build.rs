@@ -39,10 +39,35 @@ impl Bridge {
             .iter()
             .flat_map(|r| r.topics.iter().map(String::as_str))
             .collect();
+        let streams: BTreeSet<&str> = self
+            .routes
+            .iter()
+            .filter_map(|r| r.jetstream.as_ref().map(|j| j.stream.as_str()))
+            .collect();
+        let subjects: BTreeSet<&str> = self
+            .routes
+            .iter()
+            .filter(|r| r.jetstream.is_none())
+            .flat_map(|r| r.subjects.iter().map(String::as_str))
+            .collect();
+        let mut read = Vec::new();
+        for (n, what) in [
+            (topics.len(), "Kafka topic(s)"),
+            (streams.len(), "JetStream stream(s)"),
+            (subjects.len(), "NATS subject(s)"),
+        ] {
+            if n > 0 {
+                read.push(format!("{n} {what}"));
+            }
+        }
         format!(
-            "{} route(s) over {} topic(s) from {} source(s) to {} app(s); dead letter: {}",
+            "{} route(s) over {} from {} source(s) to {} app(s); dead letter: {}",
             self.routes.len(),
-            topics.len(),
+            if read.is_empty() {
+                "nothing".into()
+            } else {
+                read.join(", ")
+            },
             self.sources.len(),
             self.apps.len(),
             match &self.delivery.dead_letter {
@@ -79,9 +104,24 @@ pub fn load_str(
         Ok(bridge) if errors.is_empty() => Ok(bridge),
         Ok(_) => Err(fail(errors)),
         Err(more) => {
-            errors.extend(more);
+            // A value whose variable is missing was interpolated as empty: what validation
+            // says of it (`"" is not a URL`) follows from the missing variable, already
+            // reported at that path.
+            let interpolated: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
+            errors.extend(
+                more.into_iter()
+                    .filter(|e| !interpolated.iter().any(|p| follows_from(&e.path, p))),
+            );
             Err(fail(errors))
         }
+    }
+}
+
+/// Whether an error at `path` concerns the value at `reported` or something inside it.
+fn follows_from(path: &str, reported: &str) -> bool {
+    match path.strip_prefix(reported) {
+        Some(rest) => rest.is_empty() || rest.starts_with(['.', '[']),
+        None => false,
     }
 }
 
@@ -721,6 +761,53 @@ delivery: { retry: { max_elapsed: none } }
             "BROKERS" => Some("localhost:9092".into()),
             _ => None,
         }
+    }
+
+    #[test]
+    fn an_unset_variable_is_reported_once_without_follow_on_errors() {
+        let text = GOOD.replace("http://127.0.0.1:8080/v1", "${ORCEUM_URL}");
+        let errs = load_str(&text, "t.yaml", |n| match n {
+            "BROKERS" => None,
+            other => env(other),
+        })
+        .unwrap_err()
+        .errors;
+        let said: Vec<String> = errs
+            .iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect();
+        assert_eq!(said.len(), 2, "one error per missing variable: {said:#?}");
+        assert!(
+            said[0].starts_with("orceum.base_url: environment variable ORCEUM_URL is not set"),
+            "{said:#?}"
+        );
+        assert!(
+            said[1].starts_with(
+                "sources.events.kafka.bootstrap_servers: environment variable BROKERS"
+            ),
+            "{said:#?}"
+        );
+    }
+
+    #[test]
+    fn a_default_fills_an_unset_variable() {
+        let text = GOOD.replace(
+            "http://127.0.0.1:8080/v1",
+            "${ORCEUM_URL:-http://127.0.0.1:9/v1}",
+        );
+        let b = load_str(&text, "t.yaml", env).unwrap();
+        assert_eq!(b.orceum.base_url.as_str(), "http://127.0.0.1:9/v1");
+    }
+
+    #[test]
+    fn the_summary_counts_topics_streams_and_subjects() {
+        let b = load_str(GOOD, "t.yaml", env).unwrap();
+        assert!(
+            b.summary()
+                .contains("over 1 Kafka topic(s) from 1 source(s)"),
+            "{}",
+            b.summary()
+        );
     }
 
     #[test]

@@ -36,6 +36,21 @@ const BOUNDED_HEADERS: usize = 32;
 const BOUNDED_HEADER_BYTES: usize = 256;
 const BOUNDED_TEXT_BYTES: usize = 512;
 
+/// The dead-letter kinds a route can produce whatever it reads (Orceum's documented rejections
+/// included), for the metrics exported at 0 from start. Other `http_4xx` kinds appear when met.
+pub const KINDS: [&str; 10] = [
+    "not_json",
+    "not_utf8",
+    "too_large",
+    "invalid_field",
+    "template_error",
+    "template_budget",
+    crate::route::LOOKUP_MISS,
+    "http_400",
+    "http_404",
+    "http_422",
+];
+
 /// The whole payload's fingerprint on a bounded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Truncated {
@@ -173,12 +188,12 @@ impl DeadLetterWriter for LogOnly {
     ) -> BoxFuture<'a, Result<(), DeadLetterError>> {
         let log_payloads = &self.log_payloads;
         if *log_payloads {
-            tracing::error!(route = %rec.route, source = %rec.coordinates, kind = %rec.kind, reason = %rec.reason,
-                        status = ?rec.status, attempts = rec.attempts, payload = %String::from_utf8_lossy(&rec.payload),
+            tracing::error!(route = %rec.route, coordinates = %rec.coordinates, kind = %rec.kind, reason = %rec.reason,
+                        http_status = ?rec.status, attempts = rec.attempts, payload = %String::from_utf8_lossy(&rec.payload),
                         "dropped a message that cannot be delivered (no dead-letter destination configured)");
         } else {
-            tracing::error!(route = %rec.route, source = %rec.coordinates, kind = %rec.kind, reason = %rec.reason,
-                        status = ?rec.status, attempts = rec.attempts,
+            tracing::error!(route = %rec.route, coordinates = %rec.coordinates, kind = %rec.kind, reason = %rec.reason,
+                        http_status = ?rec.status, attempts = rec.attempts,
                         "dropped a message that cannot be delivered (no dead-letter destination configured)");
         }
         Box::pin(std::future::ready(Ok(())))

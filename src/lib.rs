@@ -34,6 +34,10 @@
 //! - [`serve`] — the small HTTP servers' bounds (connection cap, header and idle timeouts).
 //! - [`sync`] — the one lock helper.
 
+/// The git revision this binary was built from (`unknown` outside a checkout and without
+/// `ORCEUM_BRIDGE_REVISION`): in `--version` and `orceum_bridge_build_info`.
+pub const REVISION: &str = env!("ORCEUM_BRIDGE_REVISION");
+
 pub mod build;
 pub mod commit;
 pub mod config;

@@ -39,11 +39,38 @@ extern "C" fn commit_memory_on_demand() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
 }
 
+/// `--version`: the crate version and the git revision it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("ORCEUM_BRIDGE_REVISION"),
+    ")"
+);
+
+/// The exit codes, one per outcome (README, "Exit codes").
+mod exit {
+    /// Done: the command did what it was asked.
+    pub const OK: u8 = 0;
+    /// The config is invalid (`check` lists every error), `check --connect` found a problem,
+    /// or the command failed (cannot connect, listen or read; a fatal error while running).
+    pub const ERROR: u8 = 1;
+    // 2: the command line itself is wrong (clap's usage error, with the usage on stderr).
+    /// `render`: the sample message would be skipped (a filter, no route).
+    pub const SKIPPED: u8 = 3;
+    /// `render`: the sample message would be dead-lettered.
+    pub const DEAD_LETTER: u8 = 4;
+    /// `replay`: it ran to the end, and some records still fail (listed on stdout).
+    pub const REPLAY_INCOMPLETE: u8 = 5;
+    /// `run`: a second SIGTERM/SIGINT arrived during the drain; stopped without finishing it
+    /// (what was not committed is read again at the next start).
+    pub const INTERRUPTED: u8 = 6;
+}
+
 #[derive(Parser)]
 #[command(
     name = "orceum-bridge",
-    version,
-    about = "Kafka → Orceum \"Push an Event\", at least once"
+    version = VERSION,
+    about = "Kafka topics and NATS subjects (core, JetStream) → Orceum's \"Push an Event\" API: mapped, rate-limited, signed; an offset is committed (a JetStream message acked) once its outcome is final"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -54,21 +81,27 @@ struct Cli {
 enum Command {
     /// Run the bridge until SIGTERM/SIGINT, then drain and exit 0.
     Run {
+        /// The config file (YAML; docs/configuration.md).
         #[arg(short, long, env = "ORCEUM_BRIDGE_CONFIG")]
         config: PathBuf,
     },
     /// Validate the config: secrets, templates, references. Lists every error with its path.
     Check {
+        /// The config file (YAML; docs/configuration.md).
         #[arg(short, long, env = "ORCEUM_BRIDGE_CONFIG")]
         config: PathBuf,
-        /// Also connect: the brokers answer, topics, streams and consumers exist.
+        /// Also connect: the brokers answer; the topics, streams and consumers the routes read
+        /// exist, and so does every dead-letter destination (the Kafka topic, a stream that
+        /// captures the NATS subject).
         #[arg(long)]
         connect: bool,
     },
     /// Show the request one sample message would produce (stdin by default).
     Render {
+        /// The config file (YAML; docs/configuration.md).
         #[arg(short, long, env = "ORCEUM_BRIDGE_CONFIG")]
         config: PathBuf,
+        /// The route (its `name:`) to put the sample through.
         #[arg(long)]
         route: String,
         /// A file with the sample message; `-` or absent: stdin.
@@ -85,6 +118,7 @@ enum Command {
     /// For local testing: an Orceum-compatible endpoint that verifies every request as the
     /// spec says. Not a server to expose: keep it on a loopback address.
     Sandbox {
+        /// The address to listen on (keep it on loopback).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
         /// APP_ID=SECRET, APP_ID=file:PATH or APP_ID=env:NAME (repeatable). Prefer file: or
@@ -137,8 +171,9 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Re-run dead letters through the current config (after a fix). Exit 2 if some still fail.
+    /// Re-run dead letters through the current config (after a fix). Exit 5 if some still fail.
     Replay {
+        /// The config file (YAML; docs/configuration.md).
         #[arg(short, long, env = "ORCEUM_BRIDGE_CONFIG")]
         config: PathBuf,
         /// kafka:TOPIC or jetstream:STREAM
@@ -184,7 +219,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(exit::ERROR)
         }
     }
 }
@@ -229,7 +264,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                                 errors
                             }
                         );
-                        return Ok(ExitCode::from(1));
+                        return Ok(ExitCode::from(exit::ERROR));
                     }
                 }
                 println!(
@@ -246,25 +281,39 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Err(errors) => {
                 eprint!("{errors}");
-                Ok(ExitCode::from(1))
+                Ok(ExitCode::from(exit::ERROR))
             }
         },
         Command::Run { config } => {
             let Some(bridge) = load_or_report(&config) else {
-                return Ok(ExitCode::from(1));
+                return Ok(ExitCode::from(exit::ERROR));
             };
+            let json = matches!(bridge.observability.log_format, config::LogFormat::Json);
             orceum_bridge::telemetry::logging::init(bridge.observability.log_format);
             let rt = runtime()?;
-            rt.block_on(async {
+            let result = rt.block_on(async {
                 let shutdown = CancellationToken::new();
                 let signal = shutdown.clone();
+                let mut signals = Signals::new()?;
                 tokio::spawn(async move {
-                    wait_for_signal().await;
+                    let first = signals.next().await;
+                    tracing::info!(signal = first, "stopping: draining what is in flight (a second SIGTERM/SIGINT stops at once)");
                     signal.cancel();
+                    let second = signals.next().await;
+                    tracing::warn!(signal = second, "second signal during the drain: exiting now, without finishing it; what was not committed is read again at the next start");
+                    std::process::exit(i32::from(exit::INTERRUPTED));
                 });
-                orceum_bridge::run(bridge, shutdown).await
-            })?;
-            Ok(ExitCode::SUCCESS)
+                orceum_bridge::run(bridge, shutdown).await.map_err(anyhow::Error::from)
+            });
+            match result {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                // With JSON logs the fatal error is a log line too, for the log pipeline.
+                Err(e) if json => {
+                    tracing::error!(error = format!("{e:#}"), "fatal: the bridge stopped");
+                    Ok(ExitCode::from(exit::ERROR))
+                }
+                Err(e) => Err(e),
+            }
         }
         Command::Render {
             config,
@@ -274,7 +323,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             lookups,
         } => {
             let Some(bridge) = load_or_report(&config) else {
-                return Ok(ExitCode::from(1));
+                return Ok(ExitCode::from(exit::ERROR));
             };
             for note in orceum_bridge::tools::render::load_lookups(&bridge, &lookups)? {
                 eprintln!("{note}");
@@ -302,12 +351,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 // The rest was not read: say so rather than a made-up size.
                 (
                     format!("DEAD-LETTER (too_large): message is more than {max} bytes, over delivery.max_message_bytes ({max})\n"),
-                    4,
+                    exit::DEAD_LETTER,
                 )
             } else {
+                use orceum_bridge::tools::render::Rendered;
                 let rendered =
                     orceum_bridge::tools::render::render(&bridge, &route, &bytes, &meta)?;
-                (rendered.to_string(), rendered.exit_code())
+                let code = match rendered {
+                    Rendered::Send(_) => exit::OK,
+                    Rendered::Skipped(_) => exit::SKIPPED,
+                    Rendered::DeadLetter { .. } => exit::DEAD_LETTER,
+                };
+                (rendered.to_string(), code)
             };
             let mut out = std::io::stdout().lock();
             match write!(out, "{verdict}").and_then(|()| out.flush()) {
@@ -318,7 +373,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Err(e) => return Err(e).context("cannot write the rendered request"),
             }
-            Ok(ExitCode::from(code as u8))
+            Ok(ExitCode::from(code))
         }
         Command::Sandbox {
             listen,
@@ -413,7 +468,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             reason,
         } => {
             let Some(bridge) = load_or_report(&config) else {
-                return Ok(ExitCode::from(1));
+                return Ok(ExitCode::from(exit::ERROR));
             };
             let opts = orceum_bridge::tools::replay::ReplayOptions {
                 from,
@@ -428,42 +483,71 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let summary =
                 runtime()?.block_on(orceum_bridge::tools::replay::replay(&bridge, &opts))?;
             println!("replay: {summary}");
-            Ok(if summary.failed.is_empty() {
-                ExitCode::SUCCESS
+            Ok(ExitCode::from(if summary.failed.is_empty() {
+                exit::OK
             } else {
-                ExitCode::from(2)
-            })
+                exit::REPLAY_INCOMPLETE
+            }))
         }
         Command::Demo { events } => {
             let ok = orceum_bridge::tools::demo::run(events)?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::from(1)
+                ExitCode::from(exit::ERROR)
             })
         }
     }
 }
 
 async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    match Signals::new() {
+        Ok(mut signals) => {
+            signals.next().await;
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+}
+
+/// SIGTERM and SIGINT, listened to from creation on: one set for the whole run, so a second
+/// signal is not missed between two waits.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+                int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// The next signal's name.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "ctrl-c"
+        }
     }
 }
 

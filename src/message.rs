@@ -58,6 +58,16 @@ impl Origin {
     }
 
     /// The topic, subscription pattern or stream: routing (Kafka) and a bounded metric label.
+    /// The `topic`, `subject` and `stream` labels of `messages_received_total`: the one that
+    /// applies to this bus set, the others empty.
+    pub fn labels(&self) -> [&str; 3] {
+        match self {
+            Origin::Kafka { topic, .. } => [topic, "", ""],
+            Origin::Nats { pattern, .. } => ["", pattern, ""],
+            Origin::JetStream { stream, .. } => ["", "", stream],
+        }
+    }
+
     pub fn channel(&self) -> &str {
         match self {
             Origin::Kafka { topic, .. } => topic,

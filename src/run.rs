@@ -65,6 +65,7 @@ pub async fn run_with(
 ) -> Result<(), RunError> {
     let bridge = Arc::new(bridge);
     let metrics = Arc::new(Metrics::new());
+    initialise_metrics(&metrics, &bridge);
     let readiness = Readiness::default();
     let listen = bridge.observability.listen.clone();
     let listener = tokio::net::TcpListener::bind(&listen)
@@ -382,4 +383,23 @@ fn spawn_secret_refresh(
             }
         }
     })
+}
+
+/// The counters of every app, route and source of this config, at 0 before the first event.
+fn initialise_metrics(metrics: &Metrics, bridge: &Bridge) {
+    let apps: Vec<&str> = bridge.apps.keys().map(String::as_str).collect();
+    let routes: Vec<&str> = bridge.routes.iter().map(|r| r.name.as_str()).collect();
+    let sources: Vec<&str> = bridge.sources.keys().map(String::as_str).collect();
+    let kafka_sources: Vec<&str> = bridge
+        .sources
+        .iter()
+        .filter(|(_, s)| matches!(s, SourceConfig::Kafka(_)))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    metrics.initialise(&telemetry::metrics::Known {
+        apps: &apps,
+        routes: &routes,
+        sources: &sources,
+        kafka_sources: &kafka_sources,
+    });
 }

@@ -3,6 +3,8 @@
 //! quotes, a newline and `key: value` in it (`x"\n  security.protocol: PLAINTEXT`) stays one
 //! string; it cannot add keys, close a quote or change a type.
 //!
+//! `${NAME:-default}` takes `default` when `NAME` is unset or empty (as in Vector and Redpanda
+//! Connect); the default is literal text up to the closing brace, interpolated no further.
 //! `$${` writes a literal `${`. jq's own `$meta` has no brace, so templates are untouched.
 //! Comments are gone after parsing, so a comment may mention `${…}`. Map keys are never
 //! interpolated, and neither is the top-level `vars:` (template constants, never secrets).
@@ -10,7 +12,8 @@
 //! A scalar that is exactly one reference (`max_in_flight: ${N}`) takes the value's YAML scalar
 //! type when it is a number or a boolean (`100`, `true`), so numbers and flags can come from the
 //! environment; anything else stays a string. A missing variable is an error naming the
-//! variable and the path of the value; every missing variable is reported, not just the first.
+//! variable and the paths of the values that reference it: one error per variable, however
+//! often it is referenced; every missing variable is reported, not just the first.
 
 use super::ConfigError;
 use yaml_serde::Value;
@@ -18,26 +21,50 @@ use yaml_serde::Value;
 /// Replaces every `${NAME}` in the string scalars of `doc` using `lookup`, in place. A
 /// missing variable becomes empty and is reported, so parsing can go on and report more.
 pub fn interpolate(doc: &mut Value, lookup: &dyn Fn(&str) -> Option<String>) -> Vec<ConfigError> {
-    let mut errors = Vec::new();
-    walk(doc, String::new(), lookup, &mut errors);
+    let mut found = Found::default();
+    walk(doc, String::new(), lookup, &mut found);
+    let mut errors = found.errors;
+    for (name, paths) in found.missing {
+        let also = if paths.len() > 1 {
+            format!("; also referenced at {}", paths[1..].join(", "))
+        } else {
+            String::new()
+        };
+        errors.push(ConfigError::new(
+            paths[0].clone(),
+            format!("environment variable {name} is not set (referenced as ${{{name}}}{also}); export it, give a default (${{{name}:-value}}) or remove the reference"),
+        ));
+    }
     errors
 }
 
-fn walk(
-    v: &mut Value,
-    path: String,
-    lookup: &dyn Fn(&str) -> Option<String>,
-    errors: &mut Vec<ConfigError>,
-) {
+/// What the walk found wrong: malformed references, and each missing variable with the paths
+/// that reference it (in document order).
+#[derive(Default)]
+struct Found {
+    errors: Vec<ConfigError>,
+    missing: Vec<(String, Vec<String>)>,
+}
+
+impl Found {
+    fn missing(&mut self, name: &str, path: String) {
+        match self.missing.iter_mut().find(|(n, _)| n == name) {
+            Some((_, paths)) => paths.push(path),
+            None => self.missing.push((name.to_string(), vec![path])),
+        }
+    }
+}
+
+fn walk(v: &mut Value, path: String, lookup: &dyn Fn(&str) -> Option<String>, found: &mut Found) {
     match v {
         Value::String(s) => {
-            if let Some(new) = substitute(s, &path, lookup, errors) {
+            if let Some(new) = substitute(s, &path, lookup, found) {
                 *v = new;
             }
         }
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                walk(item, format!("{path}[{i}]"), lookup, errors);
+                walk(item, format!("{path}[{i}]"), lookup, found);
             }
         }
         Value::Mapping(map) => {
@@ -58,10 +85,10 @@ fn walk(
                 } else {
                     format!("{path}.{key}")
                 };
-                walk(item, child, lookup, errors);
+                walk(item, child, lookup, found);
             }
         }
-        Value::Tagged(t) => walk(&mut t.value, path, lookup, errors),
+        Value::Tagged(t) => walk(&mut t.value, path, lookup, found),
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
@@ -71,7 +98,7 @@ fn substitute(
     s: &str,
     path: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
-    errors: &mut Vec<ConfigError>,
+    found: &mut Found,
 ) -> Option<Value> {
     if !s.contains('$') {
         return None;
@@ -94,7 +121,7 @@ fn substitute(
             rest = after;
         } else if let Some(after) = tail.strip_prefix("${") {
             let Some(end) = after.find('}') else {
-                errors.push(ConfigError::new(
+                found.errors.push(ConfigError::new(
                     at(),
                     "unclosed ${ (write $${ for a literal ${)",
                 ));
@@ -102,20 +129,23 @@ fn substitute(
                 rest = "";
                 continue;
             };
-            let name = &after[..end];
+            let reference = &after[..end];
+            let (name, default) = match reference.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (reference, None),
+            };
             references += 1;
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                errors.push(ConfigError::new(
+                found.errors.push(ConfigError::new(
                     at(),
-                    format!("${{{name}}} is not a valid environment variable reference; use ${{NAME}} with letters, digits and _ (write $${{ for a literal ${{)"),
+                    format!("${{{reference}}} is not a valid environment variable reference; use ${{NAME}} or ${{NAME:-default}}, NAME with letters, digits and _ (write $${{ for a literal ${{)"),
                 ));
             } else {
-                match lookup(name) {
-                    Some(value) => out.push_str(&value),
-                    None => errors.push(ConfigError::new(
-                        at(),
-                        format!("environment variable {name} is not set (referenced as ${{{name}}}); export it or remove the reference"),
-                    )),
+                match (lookup(name), default) {
+                    (Some(value), Some(default)) if value.is_empty() => out.push_str(default),
+                    (Some(value), _) => out.push_str(&value),
+                    (None, Some(default)) => out.push_str(default),
+                    (None, None) => found.missing(name, at()),
                 }
             }
             rest = &after[end + 1..];
@@ -183,6 +213,37 @@ mod tests {
         assert_eq!(errs[0].path, "a");
         assert!(errs[0].message.contains("NOPE"));
         assert_eq!(errs[1].path, "list[0].c");
+    }
+
+    #[test]
+    fn a_variable_referenced_twice_is_one_error_naming_both_paths() {
+        let mut d = doc("a: ${NOPE}\nb: { c: \"x${NOPE}\" }\n");
+        let errs = interpolate(&mut d, &env);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "a");
+        assert!(
+            errs[0].message.contains("also referenced at b.c"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn a_default_applies_when_the_variable_is_unset_or_empty() {
+        let lookup = |n: &str| match n {
+            "EMPTY" => Some(String::new()),
+            "SET" => Some("given".to_string()),
+            _ => None,
+        };
+        let mut d = doc("a: ${UNSET:-kafka:9092}\nb: ${EMPTY:-fallback}\nc: ${SET:-unused}\nn: ${UNSET:-250}\ne: x${UNSET:-}y\nd: ${UNSET:-${X}\n");
+        let errs = interpolate(&mut d, &lookup);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(
+            d,
+            doc("a: kafka:9092\nb: fallback\nc: given\nn: 250\ne: xy\nd: ${X\n"),
+            "a default is literal text up to the first closing brace"
+        );
+        let mut bad = doc("a: ${:-x}\n");
+        assert_eq!(interpolate(&mut bad, &lookup).len(), 1);
     }
 
     #[test]

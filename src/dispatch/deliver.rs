@@ -137,7 +137,7 @@ impl DeliveryContext {
                     lane.metrics.action(action).inc();
                     tracing::debug!(
                         app = %app.name,
-                        source = %job.msg.origin,
+                        coordinates = %job.msg.origin,
                         event_id = answer.and_then(|a| a.event_id.as_deref()),
                         action = action.label(),
                         "delivered"
@@ -245,7 +245,7 @@ impl DeliveryContext {
                 Err(e) if e.too_large && record.truncated.is_none() => {
                     // The whole record can never be written: write its bounded form (the
                     // coordinates, the reason, the first KiBs and the payload's SHA-256).
-                    tracing::error!(route = %record.route, source = %record.coordinates, error = %e,
+                    tracing::error!(route = %record.route, coordinates = %record.coordinates, error = %e,
                         bytes = record.payload.len(), "the dead letter is too large for its destination; writing a bounded record instead (orceum.truncated)");
                     record = record.bounded();
                 }
@@ -255,7 +255,7 @@ impl DeliveryContext {
                         coordinates: &record.coordinates,
                         error: &e,
                     }
-                    .emit();
+                    .emit(&self.metrics);
                     // The dead-letter policy never gives up: the message stays uncommitted.
                     let Next::Wait(delay) = tries.failed(None) else {
                         continue;

@@ -103,6 +103,12 @@ impl Dispatcher {
     }
 }
 
+/// `messages_received_total`'s labels for one message.
+fn received_labels(msg: &Message) -> [&str; 4] {
+    let [topic, subject, stream] = msg.origin.labels();
+    [&msg.source, topic, subject, stream]
+}
+
 impl Submit for Dispatcher {
     /// Takes one message, in source order; never blocks. The source's in-flight bound is what
     /// keeps the work started here bounded.
@@ -112,7 +118,7 @@ impl Submit for Dispatcher {
         if routes.is_empty() {
             metrics
                 .messages_received
-                .with_label_values(&[&msg.source, msg.origin.channel()])
+                .with_label_values(&received_labels(&msg))
                 .inc();
             Skipped {
                 route: "",
@@ -143,7 +149,7 @@ impl Submit for Dispatcher {
         }
         metrics
             .messages_received
-            .with_label_values(&[&msg.source, msg.origin.channel()])
+            .with_label_values(&received_labels(&msg))
             .inc();
         let bytes = msg.payload.len();
         let msg = Arc::new(msg);

@@ -73,7 +73,7 @@ impl Watch {
                     *stalled.entry(source.to_string()).or_default() += 1;
                     if !*reported {
                         *reported = true;
-                        tracing::error!(source = %source, message = %origin.coordinates(), running = ?running,
+                        tracing::error!(source = %source, coordinates = %origin.coordinates(), running = ?running,
                             "a template has been mapping this message for over 5 s: its source waits until it is done; simplify the route's templates (route::budget bounds loops, not polynomial work on a large message)");
                     }
                 }

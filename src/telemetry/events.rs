@@ -29,15 +29,15 @@ impl PushRetried<'_> {
             .inc();
         // The first failure and every 20th: an outage must not flood the logs.
         let loud = self.attempts == 1 || self.attempts % 20 == 0;
-        let (app, route, source, attempts) =
+        let (app, route, coordinates, attempts) =
             (self.app, self.route, self.coordinates, self.attempts);
         match (self.reason, self.location_host, self.error) {
-            ("unauthorized", _, _) if loud => tracing::error!(app, app_id = self.app_id, route, source, attempts,
+            ("unauthorized", _, _) if loud => tracing::error!(app, app_id = self.app_id, route, coordinates, attempts,
                 "Orceum answered 401: the app's secret or signature is wrong; retrying until the secret is fixed"),
-            ("redirect", Some(location_host), _) if loud => tracing::error!(app, route, source, attempts, location_host,
+            ("redirect", Some(location_host), _) if loud => tracing::error!(app, route, coordinates, attempts, location_host,
                 "Orceum answered a redirect, which is never followed (the request carries the secret); fix orceum.base_url; retrying"),
-            (_, _, Some(error)) if loud => tracing::warn!(app, source, attempts, error = %error, "push failed; will retry"),
-            (reason, _, _) => tracing::debug!(app, source, attempts, reason, "push will be retried"),
+            (_, _, Some(error)) if loud => tracing::warn!(app, coordinates, attempts, error = %error, "push failed; will retry"),
+            (reason, _, _) => tracing::debug!(app, coordinates, attempts, reason, "push will be retried"),
         }
     }
 }
@@ -61,8 +61,8 @@ impl DeadLettered<'_> {
             .with_label_values(&[self.route, self.kind])
             .inc();
         if let Some(destination) = self.destination {
-            tracing::warn!(route = self.route, source = self.coordinates, kind = self.kind,
-                reason = self.reason, status = ?self.status, attempts = self.attempts,
+            tracing::warn!(route = self.route, coordinates = self.coordinates, kind = self.kind,
+                reason = self.reason, http_status = ?self.status, attempts = self.attempts,
                 destination, "dead-lettered");
         }
     }
@@ -77,8 +77,12 @@ pub struct DeadLetterWriteFailed<'a> {
 }
 
 impl DeadLetterWriteFailed<'_> {
-    pub fn emit(self) {
-        tracing::error!(route = self.route, source = self.coordinates, error = %self.error,
+    pub fn emit(self, metrics: &Metrics) {
+        metrics
+            .dead_letter_write_failures
+            .with_label_values(&[self.route])
+            .inc();
+        tracing::error!(route = self.route, coordinates = self.coordinates, error = %self.error,
             "cannot write the dead letter; the source message stays uncommitted and the write is retried");
     }
 }

@@ -5,8 +5,8 @@
 //! partitions, status codes and reason kinds — never installation ids or event ids.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -21,7 +21,7 @@ pub struct Metrics {
     pub rate_limit_wait: prometheus::CounterVec,
     pub in_flight: IntGaugeVec,
     pub app_probing: IntGaugeVec,
-    pub uncommitted: IntGauge,
+    pub uncommitted: IntGaugeVec,
     pub committed_offset: IntGaugeVec,
     pub consumer_lag: IntGaugeVec,
     pub assigned_partitions: IntGaugeVec,
@@ -41,6 +41,7 @@ pub struct Metrics {
     pub lookup_last_update_age: prometheus::GaugeVec,
     pub lookup_stale: prometheus::GaugeVec,
     pub orceum_actions: IntCounterVec,
+    pub dead_letter_write_failures: IntCounterVec,
 }
 
 fn float_gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::GaugeVec {
@@ -90,9 +91,16 @@ impl Metrics {
             &r,
             "build_info",
             "Build information; always 1.",
-            &["version"],
+            &["version", "revision"],
         );
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), crate::REVISION])
+            .set(1);
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, … (Linux).
+        #[cfg(target_os = "linux")]
+        let _ = r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
         let rate_limit_wait = prometheus::CounterVec::new(
             Opts::new(
                 "orceum_bridge_rate_limit_wait_seconds_total",
@@ -102,12 +110,12 @@ impl Metrics {
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
         let _ = r.register(Box::new(rate_limit_wait.clone()));
-        let uncommitted = IntGauge::new(
-            "orceum_bridge_uncommitted_messages",
-            "Messages read and not yet committed (bounded by delivery.max_in_flight).",
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        let _ = r.register(Box::new(uncommitted.clone()));
+        let uncommitted = gauge(
+            &r,
+            "uncommitted_messages",
+            "Messages of a Kafka source read and not yet committed (bounded by delivery.max_in_flight).",
+            &["source"],
+        );
         let last_commit_latency = Histogram::with_opts(
             HistogramOpts::new(
                 "orceum_bridge_commit_duration_seconds",
@@ -121,8 +129,8 @@ impl Metrics {
             messages_received: counter(
                 &r,
                 "messages_received_total",
-                "Messages read from a source.",
-                &["source", "topic"],
+                "Messages read from a source: Kafka by topic, core NATS by subscription subject, JetStream by stream (the other labels empty).",
+                &["source", "topic", "subject", "stream"],
             ),
             events_delivered: counter(
                 &r,
@@ -133,8 +141,8 @@ impl Metrics {
             push_requests: counter(
                 &r,
                 "push_requests_total",
-                "Push requests by HTTP status (\"error\" for no response).",
-                &["app", "status"],
+                "Push requests by HTTP status code (\"error\" for no response).",
+                &["app", "code"],
             ),
             push_duration: histogram(
                 &r,
@@ -178,14 +186,14 @@ impl Metrics {
             committed_offset: gauge(
                 &r,
                 "kafka_committed_offset",
-                "Last committed offset.",
-                &["topic", "partition"],
+                "Last committed offset of a partition this member owns (removed on revoke).",
+                &["source", "topic", "partition"],
             ),
             consumer_lag: gauge(
                 &r,
-                "kafka_consumer_lag",
-                "High watermark minus committed offset.",
-                &["topic", "partition"],
+                "kafka_consumer_lag_messages",
+                "High watermark minus committed offset, of a partition this member owns.",
+                &["source", "topic", "partition"],
             ),
             source_ready: gauge(
                 &r,
@@ -285,7 +293,50 @@ impl Metrics {
                 "Delivered events by what Orceum's answer says it did (action_taken; unknown when the answer does not say).",
                 &["app", "action"],
             ),
+            dead_letter_write_failures: counter(
+                &r,
+                "dead_letter_write_failures_total",
+                "Dead letters that could not be written (topic or stream missing, broker down): the source message stays uncommitted and the write is retried.",
+                &["route"],
+            ),
             registry: r,
+        }
+    }
+
+    /// Every counter the dashboard and alert rules read, at 0 for each label set known at
+    /// start, so `rate()`, `increase()` and `absent()` work from the first scrape rather than
+    /// from the first incident.
+    pub fn initialise(&self, known: &Known<'_>) {
+        for app in known.apps {
+            for reason in RETRY_REASONS {
+                self.retries.with_label_values(&[app, reason]);
+            }
+            self.push_requests.with_label_values(&[app, "200"]);
+            self.push_requests.with_label_values(&[app, "error"]);
+            self.events_delivered.with_label_values(&[app, "normal"]);
+            self.rate_limit_wait.with_label_values(&[app]);
+            self.in_flight.with_label_values(&[app]);
+            self.app_probing.with_label_values(&[app]);
+        }
+        for route in known.routes {
+            for reason in SKIP_REASONS {
+                self.skipped.with_label_values(&[route, reason]);
+            }
+            for kind in crate::dead_letter::KINDS {
+                self.dead_letters.with_label_values(&[route, kind]);
+            }
+            self.dead_letter_write_failures.with_label_values(&[route]);
+        }
+        self.skipped.with_label_values(&["", "no_route"]);
+        for source in known.kafka_sources {
+            self.commit_failures.with_label_values(&[source]);
+            self.offset_map_skipped.with_label_values(&[source]);
+            self.uncommitted.with_label_values(&[source]).set(0);
+            self.assigned_partitions.with_label_values(&[source]);
+        }
+        for source in known.sources {
+            self.source_ready.with_label_values(&[source]);
+            self.templates_stalled.with_label_values(&[source]);
         }
     }
 
@@ -296,6 +347,32 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 }
+
+/// The label values known from the config, for [`Metrics::initialise`].
+pub struct Known<'a> {
+    pub apps: &'a [&'a str],
+    pub routes: &'a [&'a str],
+    pub sources: &'a [&'a str],
+    pub kafka_sources: &'a [&'a str],
+}
+
+/// The retry reasons a push can meet (`Outcome::label()` of a retryable outcome) for the
+/// statuses Orceum documents as transient.
+pub const RETRY_REASONS: [&str; 10] = [
+    "http_429",
+    "http_500",
+    "http_502",
+    "http_503",
+    "http_504",
+    "timeout",
+    "connect",
+    "transport",
+    "unauthorized",
+    "redirect",
+];
+
+/// Why a message is committed without a push.
+pub const SKIP_REASONS: [&str; 2] = ["filter", "no_route"];
 
 impl Default for Metrics {
     fn default() -> Self {

@@ -9,22 +9,11 @@ use crate::route::{parse_payload, Mapped};
 use std::fmt;
 use std::sync::Arc;
 
-/// What would happen to the message.
+/// What would happen to the message (the command's exit code tells the three apart: 0, 3, 4).
 pub enum Rendered {
     Send(PreparedRequest),
     Skipped(String),
     DeadLetter { kind: String, reason: String },
-}
-
-impl Rendered {
-    /// Exit codes distinguish the three: 0 send, 3 skipped, 4 dead-lettered.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Rendered::Send(_) => 0,
-            Rendered::Skipped(_) => 3,
-            Rendered::DeadLetter { .. } => 4,
-        }
-    }
 }
 
 impl fmt::Display for Rendered {

@@ -569,7 +569,7 @@ async fn a_lookup_miss_is_dead_lettered_and_replay_delivers_it_once_the_mapping_
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
-        Some(2),
+        Some(5),
         "user-3 still misses: {stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );

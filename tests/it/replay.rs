@@ -93,7 +93,7 @@ async fn replay_after_a_fix_delivers_dead_letters_with_their_original_coordinate
         .await
         .unwrap();
     let out = String::from_utf8_lossy(&real.stdout).to_string();
-    assert_eq!(real.status.code(), Some(2), "{out}");
+    assert_eq!(real.status.code(), Some(5), "{out}");
     assert!(out.contains("2 read, 1 delivered"), "{out}");
     let events = sandbox.events();
     assert_eq!(events.len(), 1);

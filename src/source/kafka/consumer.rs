@@ -85,7 +85,7 @@ impl ClientContext for Ctx {
                 let partition = partition.to_string();
                 self.metrics
                     .consumer_lag
-                    .with_label_values(&[topic.as_str(), partition.as_str()])
+                    .with_label_values(&[&self.source_name, topic.as_str(), partition.as_str()])
                     .set(p.consumer_lag);
             }
         }
@@ -274,11 +274,11 @@ impl Ctx {
                     .dec();
             }
             book.release(tp);
+            // A partition another member owns now is not this member's to report.
             let partition = tp.1.to_string();
-            let _ = self
-                .metrics
-                .consumer_lag
-                .remove_label_values(&[tp.0.as_ref(), partition.as_str()]);
+            let labels = [&*self.source_name, tp.0.as_ref(), partition.as_str()];
+            let _ = self.metrics.consumer_lag.remove_label_values(&labels);
+            let _ = self.metrics.committed_offset.remove_label_values(&labels);
         }
         self.metrics
             .assigned_partitions
@@ -348,10 +348,17 @@ fn commit_final(ctx: &Ctx, consumer: &BaseConsumer<Ctx>, only: Option<&[Tp]>) ->
             for c in &offsets {
                 ctx.metrics
                     .committed_offset
-                    .with_label_values(&[c.tp.0.as_ref(), c.tp.1.to_string().as_str()])
+                    .with_label_values(&[
+                        &*ctx.source_name,
+                        c.tp.0.as_ref(),
+                        c.tp.1.to_string().as_str(),
+                    ])
                     .set(c.offset);
             }
-            ctx.metrics.uncommitted.set(book.uncommitted() as i64);
+            ctx.metrics
+                .uncommitted
+                .with_label_values(&[&ctx.source_name])
+                .set(book.uncommitted() as i64);
             true
         }
         Err(e) => {
@@ -472,6 +479,7 @@ impl KafkaSource {
         tracing::info!(source = %self.name, topics = ?self.topics, group = %self.config.group_id, "consuming");
 
         let mut topic_names: HashMap<String, Arc<str>> = HashMap::new();
+        let uncommitted = self.metrics.uncommitted.with_label_values(&[&self.name]);
         let mut last_commit = Instant::now();
         let mut last_error_log: Option<Instant> = None;
         while !self.stop.is_cancelled() {
@@ -491,7 +499,7 @@ impl KafkaSource {
             }
             let pressure = {
                 let b = book.lock();
-                self.metrics.uncommitted.set(b.uncommitted() as i64);
+                uncommitted.set(b.uncommitted() as i64);
                 b.under_pressure(&self.limits)
             };
             // Under pressure, commit often enough to make room, but not after every message:

@@ -386,7 +386,7 @@ impl Sandbox {
 
     fn refuse(&self, app_id: &str, r: Rejection) -> Response {
         self.count(r.status);
-        tracing::info!(app_id, status = r.status.as_u16(), reason = %r.reason, "sandbox refused push");
+        tracing::info!(app_id, http_status = r.status.as_u16(), reason = %r.reason, "sandbox refused push");
         let mut response = (r.status, Json(json!({ "error": r.reason }))).into_response();
         if let Some(secs) = r.retry_after {
             response
