@@ -27,6 +27,36 @@ pub mod header {
     pub const PAYLOAD_SHA256: &str = "orceum.payload_sha256";
     /// The whole original payload's length in bytes (bounded records).
     pub const PAYLOAD_BYTES: &str = "orceum.payload_bytes";
+    /// The original Kafka key, where the destination has no key of its own (a NATS subject):
+    /// the key as text, or base64 (standard, padded) when `KEY_ENCODING` says `base64`.
+    pub const KEY: &str = "orceum.key";
+    /// `base64` when [`KEY`]'s bytes are not text a header can carry as they are.
+    pub const KEY_ENCODING: &str = "orceum.key_encoding";
+}
+
+/// A key as a header value: `(value, None)` for UTF-8 without control characters, else
+/// `(base64, Some("base64"))`.
+pub fn key_header(key: &[u8]) -> (String, Option<&'static str>) {
+    use base64::Engine;
+    match std::str::from_utf8(key) {
+        Ok(text) if !text.chars().any(char::is_control) => (text.to_string(), None),
+        _ => (
+            base64::engine::general_purpose::STANDARD.encode(key),
+            Some("base64"),
+        ),
+    }
+}
+
+/// The key that [`key_header`] wrote, from the two headers' values; `None` when there is none
+/// or it does not decode.
+pub fn key_from_headers(value: Option<&[u8]>, encoding: Option<&[u8]>) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let value = value?;
+    match encoding {
+        Some(b"base64") => base64::engine::general_purpose::STANDARD.decode(value).ok(),
+        Some(_) => None,
+        None => Some(value.to_vec()),
+    }
 }
 
 /// What a bounded record keeps of the original: the payload's first bytes, and so many

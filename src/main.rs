@@ -107,9 +107,15 @@ enum Command {
         /// A file with the sample message; `-` or absent: stdin.
         #[arg(long)]
         input: Option<PathBuf>,
-        /// Sample coordinates: topic=…, partition=…, offset=…, key=…, timestamp=…, header.NAME=…
+        /// Sample coordinates (repeatable): Kafka topic=…, partition=…, offset=…, key=…; NATS
+        /// subject=…, sequence=… (JetStream); any bus timestamp=… (RFC 3339), header.NAME=…
         #[arg(long = "meta")]
         meta: Vec<String>,
+        /// The input holds one sample message per line (NDJSON): print one JSON verdict per
+        /// line (send with the body, skipped, dead_letter with its kind) and the counts on
+        /// stderr; exit 4 if any line would be dead-lettered, else 3 if any is skipped.
+        #[arg(long)]
+        ndjson: bool,
         /// NAME=FILE: a sample table for `lookup("NAME"; …)`, a JSON object of keys to values
         /// or a .csv of key,value lines (repeatable). Tables not given answer null.
         #[arg(long = "lookup")]
@@ -321,12 +327,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             input,
             meta,
             lookups,
+            ndjson,
         } => {
             let Some(bridge) = load_or_report(&config) else {
                 return Ok(ExitCode::from(exit::ERROR));
             };
             for note in orceum_bridge::tools::render::load_lookups(&bridge, &lookups)? {
                 eprintln!("{note}");
+            }
+            if ndjson {
+                return render_ndjson(&bridge, &route, input.as_deref(), &meta);
             }
             // Read no more than a message may hold (+1, so an oversized one is reported as
             // the engine would: too_large), whatever stdin or the file holds.
@@ -498,6 +508,43 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// `render --ndjson`: a verdict per line of the file (or stdin), the counts on stderr.
+fn render_ndjson(
+    bridge: &build::Bridge,
+    route: &str,
+    input: Option<&std::path::Path>,
+    meta: &[String],
+) -> anyhow::Result<ExitCode> {
+    use orceum_bridge::tools::render::{render_lines, NdjsonError};
+    let mut reader: Box<dyn std::io::BufRead> = match input {
+        Some(p) if p.as_os_str() != "-" => Box::new(std::io::BufReader::new(
+            std::fs::File::open(p).with_context(|| format!("cannot read {}", p.display()))?,
+        )),
+        _ => Box::new(std::io::stdin().lock()),
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let counts = match render_lines(bridge, route, &mut reader, meta, &mut out) {
+        Ok(c) => c,
+        // `render --ndjson … | head`: the reader has what it wanted.
+        Err(NdjsonError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            return Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match out.flush() {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(e).context("cannot write the verdicts")
+        }
+        _ => {}
+    }
+    eprintln!("{counts}");
+    Ok(ExitCode::from(match counts.worst() {
+        Some("dead_letter") => exit::DEAD_LETTER,
+        Some(_) => exit::SKIPPED,
+        None => exit::OK,
+    }))
 }
 
 async fn wait_for_signal() {

@@ -1,8 +1,9 @@
 //! `orceum-bridge check --connect`: that what the config names exists on the brokers.
 //!
 //! Kafka: the brokers answer and every topic a route reads (and the dead-letter topic) exists.
-//! NATS: the server answers, every JetStream stream exists, and every consumer with
-//! `create: false` exists. Read-only: nothing is created.
+//! NATS: the server answers, every JetStream stream exists, every consumer with
+//! `create: false` exists, and a stream captures the dead-letter subject. Read-only: nothing
+//! is created.
 
 use crate::build::Bridge;
 use crate::config::{ConfigError, DeadLetterConfig, SourceConfig};
@@ -48,7 +49,21 @@ pub async fn probe(bridge: &Bridge) -> Vec<ConfigError> {
                     .filter(|(_, r)| &r.source == name)
                     .filter_map(|(i, r)| r.jetstream.clone().map(|js| (format!("routes[{i}]"), js)))
                     .collect();
-                source::nats::probe::check(name, n, &routes, TIMEOUT, &mut errors).await;
+                let dead_letter_subject = match &bridge.delivery.dead_letter {
+                    Some(DeadLetterConfig::Nats(d)) if &d.source == name => {
+                        Some(d.subject.as_str())
+                    }
+                    _ => None,
+                };
+                source::nats::probe::check(
+                    name,
+                    n,
+                    &routes,
+                    dead_letter_subject,
+                    TIMEOUT,
+                    &mut errors,
+                )
+                .await;
             }
         }
     }

@@ -182,3 +182,215 @@ pub fn render(
         },
     })
 }
+
+/// What `render --ndjson` saw: how many lines went each way.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct LineCounts {
+    pub send: usize,
+    pub skipped: usize,
+    pub dead_letter: usize,
+}
+
+impl LineCounts {
+    /// The command's verdict over the whole file: the worst line's (dead-letter, then skipped).
+    pub fn worst(&self) -> Option<&'static str> {
+        if self.dead_letter > 0 {
+            Some("dead_letter")
+        } else if self.skipped > 0 {
+            Some("skipped")
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for LineCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} line(s): {} send, {} skipped, {} dead-letter",
+            self.send + self.skipped + self.dead_letter,
+            self.send,
+            self.skipped,
+            self.dead_letter
+        )
+    }
+}
+
+/// `render --ndjson`: every non-empty line of `input` is one sample message, rendered as
+/// [`render`] does; one JSON verdict per line is written to `out`
+/// (`{"line":1,"verdict":"send","body":{…}}`, `{"line":2,"verdict":"skipped","reason":…}`,
+/// `{"line":3,"verdict":"dead_letter","kind":…,"reason":…}`). A line over
+/// `delivery.max_message_bytes` is not held in memory: it is read past and reported
+/// `too_large`, as the engine would dead-letter it.
+pub fn render_lines(
+    bridge: &Bridge,
+    route_name: &str,
+    input: &mut dyn std::io::BufRead,
+    meta: &[String],
+    out: &mut dyn std::io::Write,
+) -> Result<LineCounts, NdjsonError> {
+    use std::io::{BufRead, Read};
+    let max = bridge.delivery.max_message_bytes;
+    let mut counts = LineCounts::default();
+    let mut line = Vec::new();
+    for number in 1.. {
+        line.clear();
+        let read = Read::take(&mut *input, max as u64 + 2)
+            .read_until(b'\n', &mut line)
+            .map_err(NdjsonError::Read)?;
+        if read == 0 {
+            break;
+        }
+        let complete = line.ends_with(b"\n");
+        if !complete && line.len() > max {
+            // Over the bound: skip the rest of this line without keeping it.
+            skip_line(input).map_err(NdjsonError::Read)?;
+        }
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        if text.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let verdict = if text.len() > max {
+            counts.dead_letter += 1;
+            serde_json::json!({"line": number, "verdict": "dead_letter", "kind": "too_large",
+                "reason": format!("message is more than {max} bytes, over delivery.max_message_bytes ({max})")})
+        } else {
+            match render(bridge, route_name, text, meta).map_err(NdjsonError::Render)? {
+                Rendered::Send(req) => {
+                    counts.send += 1;
+                    let body: serde_json::Value =
+                        serde_json::from_slice(&req.body).unwrap_or(serde_json::Value::Null);
+                    serde_json::json!({"line": number, "verdict": "send", "body": body})
+                }
+                Rendered::Skipped(reason) => {
+                    counts.skipped += 1;
+                    serde_json::json!({"line": number, "verdict": "skipped", "reason": reason})
+                }
+                Rendered::DeadLetter { kind, reason } => {
+                    counts.dead_letter += 1;
+                    serde_json::json!({"line": number, "verdict": "dead_letter", "kind": kind, "reason": reason})
+                }
+            }
+        };
+        writeln!(out, "{verdict}").map_err(NdjsonError::Write)?;
+    }
+    Ok(counts)
+}
+
+/// Reads past the rest of the current line, a bounded buffer at a time.
+fn skip_line(input: &mut dyn std::io::BufRead) -> std::io::Result<()> {
+    loop {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => {
+                input.consume(i + 1);
+                return Ok(());
+            }
+            None => {
+                let n = buf.len();
+                input.consume(n);
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NdjsonError {
+    #[error(transparent)]
+    Render(RenderError),
+    #[error("cannot read the sample lines: {0}")]
+    Read(std::io::Error),
+    #[error("cannot write a verdict: {0}")]
+    Write(std::io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+orceum: { base_url: "http://127.0.0.1:8080/v1" }
+apps:
+  tasks: { app_id: app_1, secret: { env: SECRET_A } }
+sources:
+  events: { kafka: { bootstrap_servers: "localhost:9092", group_id: g } }
+routes:
+  - name: done
+    source: events
+    topics: [tasks]
+    app: tasks
+    filter: '.status == "done"'
+    event: { installation_id: .inst, event_type: '"task.completed"', event_data: '{id}' }
+delivery: { max_message_bytes: 64 }
+"#;
+
+    fn bridge() -> Bridge {
+        crate::build::load_str(CONFIG, "t.yaml", |n| {
+            (n == "SECRET_A").then(|| "whs_a".to_string())
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn each_line_gets_its_verdict_and_an_oversized_line_is_read_past() {
+        let long = format!(r#"{{"inst":"i","status":"done","pad":"{}"}}"#, "x".repeat(200));
+        let input = format!(
+            "{}\n\n{}\r\n{}\n{long}\nnot json\n{}",
+            r#"{"inst":"i1","status":"done","id":"t1"}"#,
+            r#"{"inst":"i2","status":"open","id":"t2"}"#,
+            r#"{"status":"done","id":"t3"}"#,
+            r#"{"inst":"i4","status":"done","id":"t4"}"#,
+        );
+        let mut out = Vec::new();
+        let counts = render_lines(
+            &bridge(),
+            "done",
+            &mut std::io::BufReader::new(input.as_bytes()),
+            &[],
+            &mut out,
+        )
+        .unwrap();
+        let lines: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let got: Vec<(u64, &str, &str)> = lines
+            .iter()
+            .map(|v| {
+                (
+                    v["line"].as_u64().unwrap(),
+                    v["verdict"].as_str().unwrap(),
+                    v["kind"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, "send", ""),
+                (3, "skipped", ""),
+                (4, "dead_letter", "invalid_field"),
+                (5, "dead_letter", "too_large"),
+                (6, "dead_letter", "not_json"),
+                (7, "send", ""),
+            ]
+        );
+        assert_eq!(lines[0]["body"]["installation_id"], "i1");
+        assert_eq!(lines[5]["body"]["event_data"]["id"], "t4");
+        assert_eq!(
+            counts,
+            LineCounts {
+                send: 2,
+                skipped: 1,
+                dead_letter: 3
+            }
+        );
+        assert_eq!(counts.worst(), Some("dead_letter"));
+    }
+}

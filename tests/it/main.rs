@@ -8,6 +8,8 @@
 //!   secrets, the sandbox's answers);
 //! - `deploy_metrics`: the dashboard and alert rules only use metrics the binary exports;
 //! - `engine`: the dispatcher driven through `Submit` with recording acknowledgements;
+//! - `first_hour`: what a new user meets first: `check --connect` on dead-letter streams, the
+//!   key of a Kafka dead letter on NATS, `render --ndjson`, exit codes, plain log files;
 //! - `kafka_crash`: the bridge SIGKILLed mid-stream and restarted; duplicates within bound;
 //! - `kafka_delivery`: end-to-end Kafka delivery, transient faults, poison messages, rate limits;
 //! - `kafka_faults`: broker down at start and Orceum unreachable, on the mock cluster;
@@ -35,6 +37,7 @@ mod chaos_kafka;
 mod cli;
 mod deploy_metrics;
 mod engine;
+mod first_hour;
 mod hostile;
 mod kafka_crash;
 mod kafka_delivery;

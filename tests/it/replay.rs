@@ -72,7 +72,7 @@ async fn replay_after_a_fix_delivers_dead_letters_with_their_original_coordinate
     let out = String::from_utf8_lossy(&dry.stdout).to_string();
     assert_eq!(
         dry.status.code(),
-        Some(2),
+        Some(5),
         "the not-JSON record still fails: {out}"
     );
     assert!(

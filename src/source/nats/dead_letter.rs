@@ -5,7 +5,7 @@
 //! LF. Headers come from outside (a Kafka record's, an HTML 4xx body in `orceum.response`),
 //! and async-nats panics on an invalid one, so every name and value is made safe first.
 
-use crate::dead_letter::{DeadLetterError, DeadLetterRecord, DeadLetterWriter};
+use crate::dead_letter::{header, DeadLetterError, DeadLetterRecord, DeadLetterWriter};
 use async_nats::header::{HeaderMap, HeaderName, HeaderValue};
 use async_nats::jetstream::context::PublishErrorKind;
 use futures::future::BoxFuture;
@@ -110,6 +110,14 @@ pub fn nats_headers(rec: &DeadLetterRecord) -> HeaderMap {
     for (k, v) in rec.describing_headers() {
         add(k, &v, true);
     }
+    // A subject has no key: the Kafka record's key travels as a header.
+    if let Some(key) = &rec.key {
+        let (value, encoding) = crate::dead_letter::key_header(key);
+        add(header::KEY, &value, true);
+        if let Some(encoding) = encoding {
+            add(header::KEY_ENCODING, encoding, true);
+        }
+    }
     headers
 }
 
@@ -155,6 +163,32 @@ mod tests {
             h.get("orceum.source").map(|v| v.as_str()),
             Some("kafka:t/0@1")
         );
+    }
+
+    #[test]
+    fn a_kafka_key_travels_as_a_header_text_or_base64() {
+        let mut rec = record(vec![], String::new());
+        rec.key = Some(b"user-42".to_vec());
+        let h = nats_headers(&rec);
+        assert_eq!(h.get(header::KEY).map(|v| v.as_str()), Some("user-42"));
+        assert!(h.get(header::KEY_ENCODING).is_none());
+        rec.key = Some(vec![0, 159, 146, 150, b'\n']);
+        let h = nats_headers(&rec);
+        let (value, encoding) = (
+            h.get(header::KEY).map(|v| v.as_str().to_string()),
+            h.get(header::KEY_ENCODING).map(|v| v.as_str().to_string()),
+        );
+        assert_eq!(encoding.as_deref(), Some("base64"));
+        assert_eq!(
+            crate::dead_letter::key_from_headers(
+                value.as_deref().map(str::as_bytes),
+                encoding.as_deref().map(str::as_bytes)
+            ),
+            rec.key,
+            "replay reads back the same bytes"
+        );
+        rec.key = None;
+        assert!(nats_headers(&rec).get(header::KEY).is_none());
     }
 
     proptest! {

@@ -180,7 +180,7 @@ impl RouteLoop {
         let stream = js
             .get_stream(&cfg.stream)
             .await
-            .map_err(|e| format!("stream {}: {e}", cfg.stream))?;
+            .map_err(|e| super::stream_error(&cfg.stream, &e))?;
         if cfg.create {
             let config = pull::Config {
                 durable_name: Some(cfg.durable.clone()),

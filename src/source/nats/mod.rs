@@ -443,6 +443,18 @@ pub fn check_subject(subject: &str, wildcards: bool) -> Result<(), String> {
 }
 
 /// A stream, consumer or queue name: one token, no spaces, dots, wildcards or slashes.
+/// Why a stream could not be had, with what to do when it does not exist.
+pub fn stream_error(stream: &str, e: &async_nats::jetstream::context::GetStreamError) -> String {
+    use async_nats::jetstream::context::GetStreamErrorKind;
+    use async_nats::jetstream::ErrorCode;
+    match e.kind() {
+        GetStreamErrorKind::JetStream(js) if js.error_code() == ErrorCode::STREAM_NOT_FOUND => {
+            format!("stream {stream:?} does not exist on this server (or this account): create it (`nats stream add {stream} --subjects '…'`, docs/nats.md) or fix the name")
+        }
+        _ => format!("stream {stream:?}: {e}"),
+    }
+}
+
 pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty()
         || name

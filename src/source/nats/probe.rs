@@ -1,14 +1,17 @@
 //! `check --connect` for a NATS source: the server answers, every JetStream stream a route
-//! reads exists, and every consumer with `create: false` exists. Read-only.
+//! reads exists, every consumer with `create: false` exists, and a stream captures the
+//! dead-letter subject (else every dead letter would wait for ever). Read-only.
 
 use crate::config::{ConfigError, JetStreamRouteConfig, NatsSourceConfig};
 use std::time::Duration;
 
-/// Checks the source `name` and the JetStream routes reading it (`(config path, settings)`).
+/// Checks the source `name`, the JetStream routes reading it (`(config path, settings)`) and,
+/// when dead letters go through it, that a stream captures their subject.
 pub async fn check(
     name: &str,
     n: &NatsSourceConfig,
     routes: &[(String, JetStreamRouteConfig)],
+    dead_letter_subject: Option<&str>,
     timeout: Duration,
     errors: &mut Vec<ConfigError>,
 ) {
@@ -40,13 +43,30 @@ pub async fn check(
         return;
     }
     let js = async_nats::jetstream::new(client);
+    if let Some(subject) = dead_letter_subject {
+        use async_nats::jetstream::context::GetStreamByNameErrorKind;
+        let found = tokio::time::timeout(timeout, js.stream_by_subject(subject)).await;
+        let problem = match found {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) if matches!(e.kind(), GetStreamByNameErrorKind::NotFound) => Some(format!(
+                "no JetStream stream captures the dead-letter subject {subject:?}: every dead letter would wait for one; create a stream for it (`nats stream add DEAD_LETTERS --subjects '{subject}'`, docs/nats.md)"
+            )),
+            Ok(Err(e)) => Some(format!("cannot ask which stream captures {subject:?}: {e}")),
+            Err(_) => Some(format!(
+                "no answer within {timeout:?} to which stream captures {subject:?}"
+            )),
+        };
+        if let Some(problem) = problem {
+            errors.push(ConfigError::new("delivery.dead_letter.nats.subject", problem));
+        }
+    }
     for (path, cfg) in routes {
         let stream = match js.get_stream(&cfg.stream).await {
             Ok(s) => s,
             Err(e) => {
                 errors.push(ConfigError::new(
                     format!("{path}.jetstream.stream"),
-                    format!("stream {:?}: {e}", cfg.stream),
+                    super::stream_error(&cfg.stream, &e),
                 ));
                 continue;
             }

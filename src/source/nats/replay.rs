@@ -41,10 +41,21 @@ pub async fn read(
                 headers.push((k.to_string(), Some(v.as_str().as_bytes().to_vec())));
             }
         }
+        let find = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| v.as_deref())
+        };
+        // A Kafka record dead-lettered to a subject carries its key as a header.
+        let key = crate::dead_letter::key_from_headers(
+            find(crate::dead_letter::header::KEY),
+            find(crate::dead_letter::header::KEY_ENCODING),
+        );
         records.push(Stored {
             at: format!("{stream}@{seq}"),
             payload: m.payload.to_vec(),
-            key: None,
+            key,
             headers,
         });
     }
