@@ -68,13 +68,14 @@ const BOUNDED_TEXT_BYTES: usize = 512;
 
 /// The dead-letter kinds a route can produce whatever it reads (Orceum's documented rejections
 /// included), for the metrics exported at 0 from start. Other `http_4xx` kinds appear when met.
-pub const KINDS: [&str; 10] = [
+pub const KINDS: [&str; 11] = [
     "not_json",
     "not_utf8",
     "too_large",
     "invalid_field",
     "template_error",
     "template_budget",
+    "retries_exhausted",
     crate::route::LOOKUP_MISS,
     "http_400",
     "http_404",

@@ -389,6 +389,17 @@ fn spawn_secret_refresh(
 fn initialise_metrics(metrics: &Metrics, bridge: &Bridge) {
     let apps: Vec<&str> = bridge.apps.keys().map(String::as_str).collect();
     let routes: Vec<&str> = bridge.routes.iter().map(|r| r.name.as_str()).collect();
+    let mut channels: Vec<[&str; 4]> = Vec::new();
+    for r in &bridge.routes {
+        let source = r.source.as_str();
+        match &r.jetstream {
+            Some(js) => channels.push([source, "", "", js.stream.as_str()]),
+            None => {
+                channels.extend(r.topics.iter().map(|t| [source, t.as_str(), "", ""]));
+                channels.extend(r.subjects.iter().map(|s| [source, "", s.as_str(), ""]));
+            }
+        }
+    }
     let sources: Vec<&str> = bridge.sources.keys().map(String::as_str).collect();
     let kafka_sources: Vec<&str> = bridge
         .sources
@@ -397,6 +408,7 @@ fn initialise_metrics(metrics: &Metrics, bridge: &Bridge) {
         .map(|(n, _)| n.as_str())
         .collect();
     metrics.initialise(&telemetry::metrics::Known {
+        channels: &channels,
         apps: &apps,
         routes: &routes,
         sources: &sources,

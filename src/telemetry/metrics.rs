@@ -113,7 +113,7 @@ impl Metrics {
         let uncommitted = gauge(
             &r,
             "uncommitted_messages",
-            "Messages of a Kafka source read and not yet committed (bounded by delivery.max_in_flight).",
+            "Messages of a Kafka source read and not yet committed (bounded per partition by delivery.max_uncommitted_per_partition).",
             &["source"],
         );
         let last_commit_latency = Histogram::with_opts(
@@ -307,13 +307,15 @@ impl Metrics {
     /// start, so `rate()`, `increase()` and `absent()` work from the first scrape rather than
     /// from the first incident.
     pub fn initialise(&self, known: &Known<'_>) {
+        for channel in known.channels {
+            self.messages_received.with_label_values(channel);
+        }
         for app in known.apps {
             for reason in RETRY_REASONS {
                 self.retries.with_label_values(&[app, reason]);
             }
             self.push_requests.with_label_values(&[app, "200"]);
             self.push_requests.with_label_values(&[app, "error"]);
-            self.events_delivered.with_label_values(&[app, "normal"]);
             self.rate_limit_wait.with_label_values(&[app]);
             self.in_flight.with_label_values(&[app]);
             self.app_probing.with_label_values(&[app]);
@@ -350,6 +352,8 @@ impl Metrics {
 
 /// The label values known from the config, for [`Metrics::initialise`].
 pub struct Known<'a> {
+    /// `messages_received_total`'s label values: `[source, topic, subject, stream]`.
+    pub channels: &'a [[&'a str; 4]],
     pub apps: &'a [&'a str],
     pub routes: &'a [&'a str],
     pub sources: &'a [&'a str],
@@ -358,12 +362,14 @@ pub struct Known<'a> {
 
 /// The retry reasons a push can meet (`Outcome::label()` of a retryable outcome) for the
 /// statuses Orceum documents as transient.
-pub const RETRY_REASONS: [&str; 10] = [
+pub const RETRY_REASONS: [&str; 12] = [
     "http_429",
     "http_500",
     "http_502",
     "http_503",
     "http_504",
+    "http_408",
+    "http_425",
     "timeout",
     "connect",
     "transport",

@@ -338,7 +338,10 @@ delivery: { max_message_bytes: 64 }
 
     #[test]
     fn each_line_gets_its_verdict_and_an_oversized_line_is_read_past() {
-        let long = format!(r#"{{"inst":"i","status":"done","pad":"{}"}}"#, "x".repeat(200));
+        let long = format!(
+            r#"{{"inst":"i","status":"done","pad":"{}"}}"#,
+            "x".repeat(200)
+        );
         let input = format!(
             "{}\n\n{}\r\n{}\n{long}\nnot json\n{}",
             r#"{"inst":"i1","status":"done","id":"t1"}"#,

@@ -26,6 +26,10 @@ use std::time::Duration;
 
 const PREFIX: &str = "orceum_bridge_";
 
+/// The metric name prefixes the dashboard and rules read from the bridge: its own and the
+/// process collector's (`up` is Prometheus's own).
+const PREFIXES: &[&str] = &[PREFIX, "process_"];
+
 /// Labels Prometheus attaches to every scraped series (target labels), not the exporter.
 const TARGET_LABELS: &[&str] = &[
     "job",
@@ -146,13 +150,22 @@ fn label_name(matcher: &str) -> &str {
     &matcher[..end]
 }
 
-/// Every `orceum_bridge_*` name in a PromQL expression, with the label names its selector
-/// matches on (empty when it has no braces).
+/// Every `orceum_bridge_*` and `process_*` name in a PromQL expression, with the label names
+/// its selector matches on (empty when it has no braces).
 fn referenced(expr: &str) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(usize, (String, Vec<String>))> = PREFIXES
+        .iter()
+        .flat_map(|prefix| referenced_with(expr, prefix))
+        .collect();
+    out.sort_by_key(|(at, _)| *at);
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
+fn referenced_with(expr: &str, prefix: &str) -> Vec<(usize, (String, Vec<String>))> {
     let mut out = Vec::new();
     let bytes = expr.as_bytes();
     let mut i = 0;
-    while let Some(pos) = expr[i..].find(PREFIX) {
+    while let Some(pos) = expr[i..].find(prefix) {
         let start = i + pos;
         let boundary = start == 0 || {
             let p = bytes[start - 1];
@@ -163,7 +176,7 @@ fn referenced(expr: &str) -> Vec<(String, Vec<String>)> {
             end += 1;
         }
         i = end;
-        if !boundary || end == start + PREFIX.len() {
+        if !boundary || end == start + prefix.len() {
             continue;
         }
         let mut labels = Vec::new();
@@ -175,7 +188,7 @@ fn referenced(expr: &str) -> Vec<(String, Vec<String>)> {
                     .collect();
             }
         }
-        out.push((expr[start..end].to_string(), labels));
+        out.push((start, (expr[start..end].to_string(), labels)));
     }
     out
 }
@@ -404,6 +417,131 @@ async fn every_metric_in_the_dashboard_and_alerts_is_exported_by_the_bridge() {
     }
 }
 
+/// Right after start, before any message: every series the dashboard and the alert rules
+/// reference is already there (counters at 0), so `rate()`, `increase()` and `absent()` work
+/// from the first scrape. The group has committed offsets, as a replica restarting into a
+/// running deployment finds; with a NATS server, a JetStream route too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_series_the_dashboard_and_alerts_reference_exists_right_after_start() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let group = "g-deploy-metrics-start";
+    let mut committed = TopicPartitionList::new();
+    for (topic, partitions) in [
+        ("orders", 2),
+        ("billing", 1),
+        ("joined", 1),
+        ("dead-letter", 1),
+    ] {
+        cluster.create_topic(topic, partitions, 1).unwrap();
+        for p in 0..partitions {
+            committed
+                .add_partition_offset(topic, p, Offset::Offset(0))
+                .unwrap();
+        }
+    }
+    let previous: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    previous.commit(&committed, CommitMode::Sync).unwrap();
+    drop(previous);
+
+    let (sandbox, _stop) = start_sandbox(Faults::default()).await;
+    let nats_url = std::env::var("ORCEUM_TEST_NATS").ok();
+    let stream = format!("DEPLOY_METRICS_START_{}", std::process::id());
+    if let Some(url) = &nats_url {
+        let js = async_nats::jetstream::new(async_nats::connect(url).await.expect("connect nats"));
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: stream.clone(),
+            subjects: vec![format!("{stream}.>")],
+            storage: async_nats::jetstream::stream::StorageType::Memory,
+            ..Default::default()
+        })
+        .await
+        .expect("create stream");
+    }
+    let yaml = config(
+        &sandbox.base_url(),
+        &brokers,
+        nats_url.as_deref().map(|u| (u, stream.as_str())),
+    )
+    .replace("g-deploy-metrics", group);
+    let bridge = spawn_bridge(&yaml);
+    let result = async {
+        let health = bridge.health_url().await;
+        let ready = wait_until(Duration::from_secs(60), || {
+            present(&bridge.metrics_text(), "orceum_bridge_kafka_assigned_partitions")
+                && counter(
+                    &bridge.metrics_text(),
+                    "orceum_bridge_kafka_assigned_partitions",
+                    "",
+                ) == 4
+        })
+        .await;
+        ensure!(ready, "the partitions were never assigned:\n{}", bridge.metrics_text());
+        // librdkafka's statistics (the lag) and the JetStream poll come every few seconds:
+        // the first scrapes of a starting replica; the references must resolve within them.
+        let mut last = Err(String::new());
+        for _ in 0..30 {
+            let scraped = reqwest::get(format!("{health}/metrics"))
+                .await
+                .map_err(|e| format!("GET /metrics: {e}"))?
+                .text()
+                .await
+                .map_err(|e| format!("GET /metrics: {e}"))?;
+            let mut families = exported_families(&scraped);
+            if nats_url.is_none() {
+                declare_jetstream_families(&mut families);
+            }
+            last = check_references(&families).map(|checked| (checked, scraped));
+            if last.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let (checked, scraped) = last?;
+        ensure!(
+            counter(&scraped, "orceum_bridge_messages_received_total", "") == 0,
+            "nothing was produced, yet messages were received:\n{scraped}"
+        );
+        for (series, why) in [
+            ("orceum_bridge_retries_total{app=\"a\",reason=\"unauthorized\"} 0", "the 401 alert"),
+            ("orceum_bridge_dead_letter_write_failures_total{route=\"orders\"} 0", "the write-failure alert"),
+            ("orceum_bridge_commit_failures_total{source=\"events\"} 0", "the commit alert"),
+            ("orceum_bridge_skipped_total{reason=\"filter\",route=\"orders\"} 0", "the skipped panel"),
+            ("orceum_bridge_uncommitted_messages{source=\"events\"} 0", "per source"),
+        ] {
+            ensure!(scraped.lines().any(|l| l == series), "{series} ({why}) is not in the first scrape:\n{scraped}");
+        }
+        ensure!(
+            scraped.lines().any(|l| l.starts_with("orceum_bridge_kafka_committed_offset{partition=\"1\",source=\"events\",topic=\"orders\"} 0")),
+            "the committed offset of an owned partition, from the assignment:\n{scraped}"
+        );
+        ensure!(
+            ["process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds"]
+                .iter()
+                .all(|p| present(&scraped, p)),
+            "the process metrics:\n{scraped}"
+        );
+        ensure!(
+            scraped.lines().any(|l| l.starts_with("orceum_bridge_build_info{revision=\"")
+                && l.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")))),
+            "build_info with its revision:\n{scraped}"
+        );
+        eprintln!("right after start: {} referenced families all present", checked.len());
+        Ok(())
+    }
+    .await;
+    bridge.stop().await;
+    if let Err(problem) = result {
+        panic!("{problem}");
+    }
+}
+
 async fn check_exported_metrics(
     bridge: &InProcess,
     cluster: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
@@ -416,7 +554,7 @@ async fn check_exported_metrics(
         counter(&m, "orceum_bridge_events_delivered_total", "") >= 30
             && counter(&m, "orceum_bridge_dead_letters_total", "") >= 2
             && counter(&m, "orceum_bridge_skipped_total", "") >= 1
-            && present(&m, "orceum_bridge_kafka_consumer_lag")
+            && present(&m, "orceum_bridge_kafka_consumer_lag_messages")
             && present(&m, "orceum_bridge_kafka_committed_offset")
             && (!with_jetstream || JETSTREAM_FAMILIES.iter().all(|f| present(&m, f)))
     })
@@ -464,16 +602,52 @@ async fn check_exported_metrics(
         "no orceum_bridge_ metric in the scrape:\n{scraped}"
     );
     if !with_jetstream {
-        // Not driven without a NATS server: accept them as declared by the bridge's registry.
-        let declared = orceum_bridge::telemetry::metrics::Metrics::new();
-        for gauge in [&declared.jetstream_pending, &declared.jetstream_ack_pending] {
-            for desc in gauge.desc() {
-                let labels = desc.variable_labels.iter().cloned().collect();
-                families.insert(desc.fq_name.clone(), ("gauge".into(), labels));
-            }
-        }
+        declare_jetstream_families(&mut families);
     }
 
+    let checked = check_references(&families)?;
+    eprintln!(
+        "checked {} metric families used by the dashboard and alerts: {:?}",
+        checked.len(),
+        checked
+    );
+
+    if let Some(promtool) = which("promtool") {
+        let mut child = std::process::Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run promtool: {e}"))?;
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().ok_or("no stdin for promtool")?;
+            stdin
+                .write_all(scraped.as_bytes())
+                .map_err(|e| format!("cannot feed promtool: {e}"))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("promtool: {e}"))?;
+        ensure!(
+            out.status.success(),
+            "promtool check metrics rejected the scrape ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        eprintln!("promtool not on PATH: skipping `promtool check metrics`");
+    }
+    Ok(())
+}
+
+/// Every metric the dashboard and the rule files reference is an exported family with the
+/// labels its selectors match on. Returns the families checked.
+fn check_references(
+    families: &BTreeMap<String, (String, BTreeSet<String>)>,
+) -> Result<BTreeSet<String>, String> {
     let mut sources: Vec<(String, Vec<String>)> = vec![(
         "deploy/grafana/orceum-bridge.json".into(),
         dashboard_exprs(&repo_file("deploy/grafana/orceum-bridge.json")),
@@ -527,41 +701,19 @@ async fn check_exported_metrics(
         problems.join("\n  "),
         families.keys().collect::<Vec<_>>()
     );
-    eprintln!(
-        "checked {} metric families used by the dashboard and alerts: {:?}",
-        checked.len(),
-        checked
-    );
+    Ok(checked)
+}
 
-    if let Some(promtool) = which("promtool") {
-        let mut child = std::process::Command::new(promtool)
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run promtool: {e}"))?;
-        {
-            use std::io::Write;
-            let mut stdin = child.stdin.take().ok_or("no stdin for promtool")?;
-            stdin
-                .write_all(scraped.as_bytes())
-                .map_err(|e| format!("cannot feed promtool: {e}"))?;
+/// Without a NATS server the JetStream gauges are not driven: accept them as declared by the
+/// bridge's registry.
+fn declare_jetstream_families(families: &mut BTreeMap<String, (String, BTreeSet<String>)>) {
+    let declared = orceum_bridge::telemetry::metrics::Metrics::new();
+    for gauge in [&declared.jetstream_pending, &declared.jetstream_ack_pending] {
+        for desc in gauge.desc() {
+            let labels = desc.variable_labels.iter().cloned().collect();
+            families.insert(desc.fq_name.clone(), ("gauge".into(), labels));
         }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| format!("promtool: {e}"))?;
-        ensure!(
-            out.status.success(),
-            "promtool check metrics rejected the scrape ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    } else {
-        eprintln!("promtool not on PATH: skipping `promtool check metrics`");
     }
-    Ok(())
 }
 
 fn which(program: &str) -> Option<PathBuf> {

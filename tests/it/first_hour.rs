@@ -86,8 +86,9 @@ async fn check_connect_names_a_dead_letter_subject_no_stream_captures_and_how_to
     let said = text(&out);
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(
-        said.contains(&format!("routes[0].jetstream.stream: stream \"{name}\" does not exist"))
-            && said.contains("nats stream add")
+        said.contains(&format!(
+            "routes[0].jetstream.stream: stream \"{name}\" does not exist"
+        )) && said.contains("nats stream add")
             && said.contains("docs/nats.md"),
         "a missing stream says what to do: {said}"
     );
@@ -140,7 +141,10 @@ async fn a_kafka_key_reaches_a_nats_dead_letter_and_replay_reads_it_back() {
     ] {
         producer
             .send(
-                FutureRecord::to(&topic).key(key).payload(payload).partition(0),
+                FutureRecord::to(&topic)
+                    .key(key)
+                    .payload(payload)
+                    .partition(0),
                 Duration::from_secs(10),
             )
             .await
@@ -228,7 +232,11 @@ observability: {{ listen: "127.0.0.1:0", log_format: text }}
         said.contains("would send to a (app_a) installation inst_gone test.event"),
         "the key read back from orceum.key: {said}"
     );
-    assert_eq!(out.status.code(), Some(5), "the not-JSON one still fails: {said}");
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "the not-JSON one still fails: {said}"
+    );
 }
 
 const RENDER_CONFIG: &str = r#"
@@ -266,7 +274,14 @@ async fn render_ndjson_gives_a_verdict_per_line_of_a_sample_file() {
     .unwrap();
     let samples_arg = samples.display().to_string();
     let out = run_blocking(bridge_cmd(
-        &["render", "--route", "done", "--ndjson", "--input", &samples_arg],
+        &[
+            "render",
+            "--route",
+            "done",
+            "--ndjson",
+            "--input",
+            &samples_arg,
+        ],
         Some(&config),
     ))
     .await;
@@ -280,9 +295,15 @@ async fn render_ndjson_gives_a_verdict_per_line_of_a_sample_file() {
     assert_eq!(lines[0]["body"]["installation_id"], "i1");
     assert_eq!(lines[1]["verdict"], "skipped");
     assert_eq!(lines[2]["body"]["event_data"]["id"], "t3");
-    assert_eq!(out.status.code(), Some(3), "one line is skipped: {}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "one line is skipped: {}",
+        text(&out)
+    );
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("3 line(s): 2 send, 1 skipped, 0 dead-letter"),
+        String::from_utf8_lossy(&out.stderr)
+            .contains("3 line(s): 2 send, 1 skipped, 0 dead-letter"),
         "{}",
         text(&out)
     );
@@ -293,12 +314,21 @@ async fn version_names_the_revision_and_usage_errors_exit_2() {
     let out = run_blocking(bridge_cmd(&["--version"], None)).await;
     let said = text(&out);
     assert!(
-        said.starts_with(&format!("orceum-bridge {} (revision ", env!("CARGO_PKG_VERSION"))),
+        said.starts_with(&format!(
+            "orceum-bridge {} (revision ",
+            env!("CARGO_PKG_VERSION")
+        )),
         "{said}"
     );
     assert_eq!(
-        said.trim_end().strip_suffix(')').map(|s| s.rsplit(' ').next().unwrap_or("").len()),
-        Some(if orceum_bridge::REVISION == "unknown" { 7 } else { 40 }),
+        said.trim_end()
+            .strip_suffix(')')
+            .map(|s| s.rsplit(' ').next().unwrap_or("").len()),
+        Some(if orceum_bridge::REVISION == "unknown" {
+            7
+        } else {
+            40
+        }),
         "a whole git revision: {said}"
     );
     let out = run_blocking(bridge_cmd(&["render", "--no-such-flag"], None)).await;
@@ -315,7 +345,11 @@ async fn a_second_signal_during_the_drain_exits_at_once_and_file_logs_are_plain_
     create_topic(&topic, 1).await;
     produce(
         &topic,
-        vec![(Some("i".into()), br#"{"inst":"i","seq":1}"#.to_vec(), Some(0))],
+        vec![(
+            Some("i".into()),
+            br#"{"inst":"i","seq":1}"#.to_vec(),
+            Some(0),
+        )],
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -361,7 +395,10 @@ async fn a_second_signal_during_the_drain_exits_at_once_and_file_logs_are_plain_
         logged.contains("second signal during the drain: exiting now"),
         "{logged}"
     );
-    assert!(!logged.contains('\u{1b}'), "no ANSI escapes in a log file: {logged}");
+    assert!(
+        !logged.contains('\u{1b}'),
+        "no ANSI escapes in a log file: {logged}"
+    );
 }
 
 /// A fatal error with JSON logs is a JSON line too (here: the health port is taken).
@@ -388,11 +425,16 @@ async fn a_fatal_error_is_a_json_log_line_with_json_logs() {
     assert_eq!(fatal.len(), 1, "{stderr}");
     assert_eq!(fatal[0]["level"], "ERROR");
     assert!(
-        fatal[0]["error"].as_str().unwrap_or("").contains(&port.to_string()),
+        fatal[0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&port.to_string()),
         "{stderr}"
     );
     assert!(
-        stderr.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+        stderr
+            .lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
         "every line is JSON: {stderr}"
     );
     drop(taken);

@@ -62,6 +62,9 @@ pub struct PartitionState {
     skip: VecDeque<(i64, u32)>,
     /// The offset map of the last commit sent for this partition.
     last_map: String,
+    /// The group's committed offset, as read on assignment or last committed: what the lag is
+    /// measured from before librdkafka knows one (it only learns of its own commits).
+    pub committed: Option<i64>,
     /// Payload bytes of the messages held.
     held_bytes: usize,
     /// Messages the engine refused for now (their app's budget is full), in order, with the
@@ -140,6 +143,7 @@ impl Book {
                 pushes: Arc::new(AtomicUsize::new(0)),
                 skip: VecDeque::new(),
                 last_map: String::new(),
+                committed: None,
                 held_bytes: 0,
                 stash: VecDeque::new(),
             },
@@ -155,6 +159,7 @@ impl Book {
         let Some(p) = self.parts.get_mut(tp) else {
             return 0;
         };
+        p.committed = Some(committed);
         let runs = offset_map::decode(metadata, committed).unwrap_or_default();
         let n = runs.iter().map(|(_, n)| *n as usize).sum();
         p.skip = runs.into();
@@ -296,6 +301,7 @@ impl Book {
         for c in commits {
             if let Some(p) = self.parts.get_mut(&c.tp) {
                 p.tracker.committed(c.offset);
+                p.committed = Some(c.offset);
                 p.last_map.clone_from(&c.metadata);
             }
         }

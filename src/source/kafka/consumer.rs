@@ -77,16 +77,29 @@ impl ClientContext for Ctx {
     /// librdkafka's statistics carry the consumer lag per partition (high watermark minus
     /// committed offset): the signal to alert and autoscale on.
     fn stats(&self, statistics: rdkafka::Statistics) {
+        let book = self.book.lock();
         for (topic, t) in &statistics.topics {
-            for (partition, p) in &t.partitions {
-                if *partition < 0 || p.consumer_lag < 0 {
+            for (&partition, p) in &t.partitions {
+                // librdkafka measures from the commits it made itself: until this member
+                // commits (a quiet partition after a restart), measure from the offset the
+                // group had committed, read on assignment.
+                let committed = book
+                    .parts
+                    .get(&(Arc::from(topic.as_str()), partition))
+                    .and_then(|part| part.committed);
+                let lag = match committed {
+                    _ if p.consumer_lag >= 0 => p.consumer_lag,
+                    Some(c) if p.hi_offset >= 0 => (p.hi_offset - c).max(0),
+                    _ => continue,
+                };
+                if partition < 0 {
                     continue;
                 }
                 let partition = partition.to_string();
                 self.metrics
                     .consumer_lag
                     .with_label_values(&[&self.source_name, topic.as_str(), partition.as_str()])
-                    .set(p.consumer_lag);
+                    .set(lag);
             }
         }
     }
@@ -222,6 +235,14 @@ impl Ctx {
                 .map(|c| c.offset())
                 .filter(|o| matches!(o, Offset::Offset(_)))
                 .unwrap_or(self.start_uncommitted);
+            // The group's committed offset is this member's to report from now on.
+            if let Offset::Offset(at) = start {
+                let p = partition.to_string();
+                self.metrics
+                    .committed_offset
+                    .with_label_values(&[&*self.source_name, &topic, &p])
+                    .set(at);
+            }
             // Only fails for a partition not in the list, which it is.
             let _ = tpl.set_partition_offset(&topic, partition, start);
         }

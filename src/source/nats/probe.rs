@@ -57,7 +57,10 @@ pub async fn check(
             )),
         };
         if let Some(problem) = problem {
-            errors.push(ConfigError::new("delivery.dead_letter.nats.subject", problem));
+            errors.push(ConfigError::new(
+                "delivery.dead_letter.nats.subject",
+                problem,
+            ));
         }
     }
     for (path, cfg) in routes {
