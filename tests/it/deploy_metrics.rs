@@ -668,7 +668,7 @@ fn check_references(
         for expr in exprs {
             for (name, labels) in referenced(expr) {
                 names_in_file += 1;
-                let Some(family) = family_of(&name, &families) else {
+                let Some(family) = family_of(&name, families) else {
                     problems.push(format!(
                         "{file}: {name} is not exported by the bridge (expression: {})",
                         expr.trim()
