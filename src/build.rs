@@ -228,6 +228,12 @@ fn apps(
                     "must be at least 1",
                 ));
             }
+            if rl.replicas == Some(0) {
+                errors.push(ConfigError::new(
+                    format!("{path}.rate_limit.replicas"),
+                    "must be at least 1 (the replicas running this config)",
+                ));
+            }
         }
         match app_secret(&app.secret, env) {
             Ok(secret) => {

@@ -198,6 +198,7 @@ pub async fn run_with(
                     ready: readiness.register(name),
                     stop: stop.clone(),
                     abandon: abandon.clone(),
+                    rate_shares: dispatcher.rate_shares(),
                 };
                 sources.push(tokio::spawn(async move {
                     if !tables_ready.await? {

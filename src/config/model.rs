@@ -171,6 +171,10 @@ pub struct RateLimitConfig {
     /// Requests allowed at once above the steady rate; defaults to `per_second`.
     #[serde(default)]
     pub burst: Option<u32>,
+    /// For an app only NATS routes feed: the replicas running this config, each taking
+    /// `1/replicas` of the limit (apps fed by Kafka share it by partitions instead).
+    #[serde(default)]
+    pub replicas: Option<u32>,
 }
 
 /// A bus to read from. Exactly one key: `kafka` or `nats`.

@@ -7,6 +7,7 @@
 //! source's in-flight bound: every queued job owns one uncommitted source message, and the
 //! source pauses when that bound is reached.
 
+use super::rate::AppRate;
 use super::{DeliveryContext, Job};
 use crate::config::{Ordering, RateLimitConfig};
 use crate::orceum::answer::Action;
@@ -14,10 +15,8 @@ use crate::orceum::app::App;
 use crate::orceum::event::Priority;
 use crate::sync::lock;
 use crate::telemetry::metrics::Metrics;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use prometheus::{Histogram, IntCounter, IntGauge};
 use std::collections::{HashMap, VecDeque};
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
@@ -164,7 +163,8 @@ impl Drop for ProbeGuard<'_> {
 pub struct AppLane {
     pub app: App,
     pub metrics: LaneMetrics,
-    limiter: Option<DefaultDirectRateLimiter>,
+    /// This replica's share of the app's `rate_limit` (`None`: no limit).
+    pub rate: Option<Arc<AppRate>>,
     /// Set by a 429: nobody in this lane pushes before then.
     paused_until: Mutex<Option<Instant>>,
     /// Installations with a worker running, and the jobs waiting behind it.
@@ -177,17 +177,16 @@ pub struct AppLane {
 
 impl AppLane {
     pub fn new(app: App, limits: AppLimits, ordering: Ordering, metrics: &Metrics) -> Self {
-        let limiter = limits.rate_limit.and_then(|rl| {
-            let rate = NonZeroU32::new(rl.per_second)?;
-            let burst = rl.burst.and_then(NonZeroU32::new).unwrap_or(rate);
-            Some(RateLimiter::direct(
-                Quota::per_second(rate).allow_burst(burst),
-            ))
+        let rate = limits.rate_limit.filter(|rl| rl.per_second > 0).map(|rl| {
+            let gauge = metrics
+                .rate_limit_per_second
+                .with_label_values(&[&app.name]);
+            Arc::new(AppRate::new(&app.name, rl, gauge))
         });
         Self {
             metrics: LaneMetrics::new(metrics, &app.name),
             app,
-            limiter,
+            rate,
             paused_until: Mutex::new(None),
             keys: Mutex::new(HashMap::new()),
             ordering,
@@ -263,9 +262,9 @@ impl AppLane {
                     _ = stop.cancelled() => break false,
                 }
             }
-            if let Some(limiter) = &self.limiter {
+            if let Some(rate) = &self.rate {
                 tokio::select! {
-                    _ = limiter.until_ready() => {}
+                    _ = rate.until_ready() => {}
                     _ = stop.cancelled() => break false,
                 }
             }

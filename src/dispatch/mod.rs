@@ -10,6 +10,7 @@
 pub mod deliver;
 pub mod lane;
 pub mod outcome;
+pub mod rate;
 pub mod retry;
 pub mod ticket;
 pub mod watch;
@@ -50,6 +51,8 @@ pub struct Dispatcher {
     ctx: Arc<DeliveryContext>,
     /// The mappings under way, for the watchdog ([`Dispatcher::run_watchdog`]).
     watch: Arc<watch::Watch>,
+    /// Where Kafka sources report their partitions, for each app's share of its rate limit.
+    rate_shares: Arc<rate::RateShares>,
 }
 
 impl Dispatcher {
@@ -61,7 +64,7 @@ impl Dispatcher {
         delivery: &DeliveryConfig,
         ctx: Arc<DeliveryContext>,
     ) -> Self {
-        let lanes = apps
+        let lanes: HashMap<String, Arc<AppLane>> = apps
             .values()
             .map(|app| {
                 let lane = AppLane::new(
@@ -77,13 +80,24 @@ impl Dispatcher {
                 (app.name.clone(), Arc::new(lane))
             })
             .collect();
+        let rates: BTreeMap<String, Arc<rate::AppRate>> = lanes
+            .iter()
+            .filter_map(|(name, lane)| lane.rate.clone().map(|r| (name.clone(), r)))
+            .collect();
+        let rate_shares = Arc::new(rate::RateShares::new(&routes, &rates));
         Self {
             routes,
             lanes,
             max_message_bytes: delivery.max_message_bytes,
             ctx,
             watch: Arc::default(),
+            rate_shares,
         }
+    }
+
+    /// Where a Kafka source reports the partitions it owns after each rebalance.
+    pub fn rate_shares(&self) -> Arc<rate::RateShares> {
+        self.rate_shares.clone()
     }
 
     /// Scans the mappings under way once a second until `stop`: a template running for over

@@ -42,6 +42,7 @@ pub struct Metrics {
     pub lookup_stale: prometheus::GaugeVec,
     pub orceum_actions: IntCounterVec,
     pub dead_letter_write_failures: IntCounterVec,
+    pub rate_limit_per_second: prometheus::GaugeVec,
 }
 
 fn float_gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::GaugeVec {
@@ -298,6 +299,12 @@ impl Metrics {
                 "dead_letter_write_failures_total",
                 "Dead letters that could not be written (topic or stream missing, broker down): the source message stays uncommitted and the write is retried.",
                 &["route"],
+            ),
+            rate_limit_per_second: float_gauge(
+                &r,
+                "rate_limit_per_second",
+                "The rate limit in force on this replica for an app: its share of rate_limit.per_second (by the partitions it owns of the topics feeding the app, or 1/rate_limit.replicas).",
+                &["app"],
             ),
             registry: r,
         }

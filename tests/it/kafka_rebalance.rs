@@ -166,3 +166,123 @@ async fn partitions_paused_at_the_bound_when_revoked_are_fetched_again_after_rea
     first.stop().await;
     second.stop().await;
 }
+
+/// Three replicas of one config share app a's rate limit through the consumer group: each
+/// takes the share of the partitions it owns (2 of 6 → a third), so together they push within
+/// the configured limit, where each alone used to take all of it (3× the limit at Orceum).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_share_an_apps_rate_limit_by_the_partitions_they_own() {
+    let topic = unique("shared-rate");
+    let group = unique("g-shared-rate");
+    create_topic(&topic, 6).await;
+    let (sandbox, _stop) = start_sandbox(Faults::default()).await;
+    let (rate, burst) = (60.0, 6.0);
+    let yaml = config(
+        &sandbox.base_url(),
+        &kafka_brokers(),
+        &group,
+        &route("r", &topic, "a", None),
+        "  commit_interval: 200ms\n",
+    )
+    .replace(
+        "a: { app_id: app_a, secret: { env: SECRET_A } }",
+        "a: { app_id: app_a, secret: { env: SECRET_A }, rate_limit: { per_second: 60, burst: 6 } }",
+    );
+    let assigned = |b: &InProcess| {
+        counter(
+            &b.metrics_text(),
+            "orceum_bridge_kafka_assigned_partitions",
+            "",
+        )
+    };
+    let share = |b: &InProcess| {
+        counter(
+            &b.metrics_text(),
+            "orceum_bridge_rate_limit_per_second",
+            "app=\"a\"",
+        )
+    };
+    // One join at a time: the group settles (all 6 partitions owned, each member some) before
+    // the next member joins.
+    let mut replicas: Vec<InProcess> = Vec::new();
+    for n in 1..=3usize {
+        replicas.push(spawn_bridge(&yaml));
+        let settled = wait_until(Duration::from_secs(90), || {
+            replicas.iter().map(assigned).sum::<u64>() == 6
+                && replicas.iter().all(|b| assigned(b) > 0)
+                && replicas.iter().map(share).sum::<u64>() == 60
+        })
+        .await;
+        let owned: Vec<u64> = replicas.iter().map(assigned).collect();
+        let shares: Vec<u64> = replicas.iter().map(share).collect();
+        assert!(
+            settled,
+            "{n} replica(s): partitions {owned:?}, rate shares {shares:?} (want 6 and 60 in all)"
+        );
+        eprintln!("{n} replica(s): partitions {owned:?}, rate shares {shares:?} per second");
+    }
+
+    let n = 600;
+    let records: Vec<Record> = (0..n)
+        .map(|i| {
+            (
+                None,
+                format!(r#"{{"inst":"inst_{}","seq":{i}}}"#, i % 30).into_bytes(),
+                Some((i % 6) as i32),
+            )
+        })
+        .collect();
+    produce(&topic, records).await;
+    let all = wait_until(Duration::from_secs(120), || seen(&sandbox).unique() >= n).await;
+    let delivered: Vec<u64> = replicas
+        .iter()
+        .map(|b| {
+            counter(
+                &b.metrics_text(),
+                "orceum_bridge_events_delivered_total",
+                "",
+            )
+        })
+        .collect();
+    for b in replicas {
+        b.stop().await;
+    }
+    assert!(
+        all,
+        "only {} of {n} events arrived",
+        seen(&sandbox).unique()
+    );
+    assert!(
+        delivered.iter().all(|d| *d > 0),
+        "every replica delivered some: {delivered:?}"
+    );
+
+    let mut times: Vec<f64> = sandbox
+        .events()
+        .iter()
+        .map(|e| e.received_at.timestamp_micros() as f64 / 1e6)
+        .collect();
+    times.sort_by(f64::total_cmp);
+    assert_eq!(times.len(), n);
+    // In any window, the three together sent at most the burst + rate × window (+1 per
+    // replica for clock granularity).
+    let mut worst = 0.0f64;
+    for i in 0..times.len() {
+        for j in i..times.len() {
+            let window = times[j] - times[i];
+            let allowed = burst + rate * window + 3.0;
+            let sent = (j - i + 1) as f64;
+            worst = worst.max(sent / allowed);
+            assert!(
+                sent <= allowed,
+                "the replicas sent {sent} events in {window:.3}s together (allowed {allowed:.1}: the shared limit)"
+            );
+        }
+    }
+    let span = times[n - 1] - times[0];
+    eprintln!(
+        "{n} events in {span:.2}s from 3 replicas: {:.1} events/s against a limit of {rate}/s (worst window at {:.0}% of the allowance); delivered per replica {delivered:?}",
+        n as f64 / span,
+        worst * 100.0
+    );
+}

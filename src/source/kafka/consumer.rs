@@ -54,6 +54,8 @@ struct Ctx {
     metrics: Arc<Metrics>,
     /// Where a partition with nothing committed starts (`auto.offset.reset`).
     start_uncommitted: Offset,
+    /// Set by a rebalance: the partitions owned changed, the apps' rate shares are due.
+    reshare: AtomicBool,
 }
 
 impl ClientContext for Ctx {
@@ -128,6 +130,7 @@ impl ConsumerContext for Ctx {
         );
         match err {
             E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.reshare.store(true, Ordering::Relaxed);
                 let committed = self.read_committed(consumer, tpl);
                 self.assign_in_book(tpl);
                 if let Some(committed) = &committed {
@@ -153,6 +156,7 @@ impl ConsumerContext for Ctx {
                 }
             }
             E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.reshare.store(true, Ordering::Relaxed);
                 let revoked: Vec<Tp> = tpl
                     .elements()
                     .iter()
@@ -452,6 +456,8 @@ pub struct KafkaSource {
     pub stop: CancellationToken,
     /// Cancelled at the drain deadline: give up what is unfinished.
     pub abandon: CancellationToken,
+    /// Told the partitions owned after each rebalance (each app's share of its rate limit).
+    pub rate_shares: Arc<crate::dispatch::rate::RateShares>,
 }
 
 impl KafkaSource {
@@ -479,6 +485,7 @@ impl KafkaSource {
             abandon: self.abandon.clone(),
             metrics: self.metrics.clone(),
             start_uncommitted: client_config::start_when_uncommitted(&self.config),
+            reshare: AtomicBool::new(false),
         };
         let book = ctx.book.clone();
         let consumer: BaseConsumer<Ctx> = client_config::consumer(&self.name, &self.config)?
@@ -501,6 +508,7 @@ impl KafkaSource {
 
         let mut topic_names: HashMap<String, Arc<str>> = HashMap::new();
         let uncommitted = self.metrics.uncommitted.with_label_values(&[&self.name]);
+        let mut partition_counts: HashMap<String, u32> = HashMap::new();
         let mut last_commit = Instant::now();
         let mut last_error_log: Option<Instant> = None;
         while !self.stop.is_cancelled() {
@@ -534,9 +542,52 @@ impl KafkaSource {
             self.retry_stashed(&book);
             self.wait_for_app_room(&book);
             apply_flow_control(consumer.context(), &consumer);
+            if consumer.context().reshare.swap(false, Ordering::Relaxed) {
+                self.report_partitions(&consumer, &book, &mut partition_counts);
+            }
         }
         self.drain(&consumer, &book);
         Ok(())
+    }
+
+    /// After a rebalance: the partitions this member owns of each topic, out of how many, for
+    /// each app's share of its rate limit. A topic whose partition count cannot be read now
+    /// keeps the count read last.
+    fn report_partitions(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        book: &PartitionBook,
+        counts: &mut HashMap<String, u32>,
+    ) {
+        for topic in &self.topics {
+            match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+                Ok(md) => {
+                    let n = md
+                        .topics()
+                        .iter()
+                        .find(|t| t.name() == topic && t.error().is_none())
+                        .map_or(0, |t| t.partitions().len());
+                    if n > 0 {
+                        counts.insert(topic.clone(), n as u32);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(source = %self.name, topic, error = %e, "cannot read the partition count; the rate shares keep the last one")
+                }
+            }
+        }
+        let b = book.lock();
+        let report: Vec<(String, u32, u32)> = self
+            .topics
+            .iter()
+            .filter_map(|topic| {
+                let total = *counts.get(topic)?;
+                let owned = b.parts.keys().filter(|(t, _)| &**t == topic).count() as u32;
+                Some((topic.clone(), owned, total))
+            })
+            .collect();
+        drop(b);
+        self.rate_shares.report(&self.name, &report);
     }
 
     /// At the global in-flight bound, waits for held work to finish, for up to
@@ -959,6 +1010,10 @@ mod tests {
             stop: stop.clone(),
             // Shutdown gives up what is unfinished at once (the tests' "crash").
             abandon: stop.clone(),
+            rate_shares: Arc::new(crate::dispatch::rate::RateShares::new(
+                &[],
+                &Default::default(),
+            )),
         }
         .spawn()
     }
