@@ -20,6 +20,8 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct Bridge {
     pub orceum: OrceumConfig,
+    /// `orceum.proxy`, resolved (credentials read, `from_env` looked up).
+    pub proxy: Option<crate::orceum::proxy::Proxy>,
     pub apps: BTreeMap<String, App>,
     /// Each app's rate limit and held budgets, by app name.
     pub app_limits: BTreeMap<String, AppLimits>,
@@ -60,8 +62,12 @@ impl Bridge {
                 read.push(format!("{n} {what}"));
             }
         }
+        let via = match &self.proxy {
+            Some(p) => format!("; Orceum through proxy {}", p.describe()),
+            None => String::new(),
+        };
         format!(
-            "{} route(s) over {} from {} source(s) to {} app(s); dead letter: {}",
+            "{} route(s) over {} from {} source(s) to {} app(s); dead letter: {}{via}",
             self.routes.len(),
             if read.is_empty() {
                 "nothing".into()
@@ -152,6 +158,15 @@ pub fn validate_with(
 ) -> Result<Bridge, Vec<ConfigError>> {
     let mut errors = Vec::new();
     orceum(&file.orceum, &mut errors);
+    let proxy = file.orceum.proxy.as_ref().and_then(|p| {
+        crate::orceum::proxy::resolve(
+            p,
+            &file.orceum.base_url,
+            file.orceum.allow_insecure_http,
+            env,
+            &mut errors,
+        )
+    });
     let apps = apps(&file, env, &mut errors);
     sources(&file, env, &mut errors);
     let lookups = lookups(&file, &mut errors);
@@ -163,6 +178,7 @@ pub fn validate_with(
     if errors.is_empty() {
         Ok(Bridge {
             orceum: file.orceum,
+            proxy,
             app_limits,
             apps,
             sources: file.sources,

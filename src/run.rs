@@ -91,6 +91,7 @@ pub async fn run_with(
         bridge.orceum.timeout,
         bridge.orceum.ca_file.as_deref(),
         bridge.orceum.http2_prior_knowledge,
+        bridge.proxy.as_ref(),
     )?;
     let dead_letter = dead_letter_sink(&bridge).await?;
     let abandon = CancellationToken::new();

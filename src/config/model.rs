@@ -113,6 +113,31 @@ pub struct OrceumConfig {
     /// anyway (ALPN) when the server offers it.
     #[serde(default)]
     pub http2_prior_knowledge: bool,
+    /// A forward proxy for the pushes (`CONNECT` for https). None: straight to `base_url`
+    /// (`HTTPS_PROXY` in the environment is ignored unless `from_env: true`).
+    #[serde(default)]
+    pub proxy: Option<ProxyConfig>,
+}
+
+/// `orceum.proxy`: the proxy URL (with optional credentials), or `from_env: true` to take
+/// `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` on purpose.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// `http://HOST:PORT` (CONNECT over plain TCP to the proxy) or `https://HOST:PORT`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Take the proxy from `HTTPS_PROXY` (`HTTP_PROXY` for an `http://` base_url) and
+    /// `NO_PROXY`, lowercase names too.
+    #[serde(default)]
+    pub from_env: bool,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<SecretSource>,
+    /// Hosts reached without the proxy (`NO_PROXY` syntax: names, `.domain`, IPs, CIDRs).
+    #[serde(default)]
+    pub no_proxy: Vec<String>,
 }
 
 fn default_base_url() -> String {
@@ -128,6 +153,7 @@ impl Default for OrceumConfig {
             base_url: default_base_url(),
             timeout: default_timeout(),
             allow_insecure_http: false,
+            proxy: None,
             ca_file: None,
             http2_prior_knowledge: false,
         }

@@ -142,7 +142,7 @@ impl OrceumClient {
         timeout: Duration,
         ca_file: Option<&std::path::Path>,
     ) -> Result<Self, ClientBuildError> {
-        Self::build(base_url, timeout, ca_file, false)
+        Self::build(base_url, timeout, ca_file, false, None)
     }
 
     /// [`OrceumClient::with_ca`]; with `http2_prior_knowledge`, HTTP/2 from the first byte
@@ -153,6 +153,7 @@ impl OrceumClient {
         timeout: Duration,
         ca_file: Option<&std::path::Path>,
         http2_prior_knowledge: bool,
+        proxy: Option<&super::proxy::Proxy>,
     ) -> Result<Self, ClientBuildError> {
         let mut builder = reqwest::Client::builder();
         if http2_prior_knowledge {
@@ -168,10 +169,13 @@ impl OrceumClient {
         // The request carries the webhook secret: it goes to `base_url` and nowhere else. A
         // redirect is never followed (reqwest would replay the secret header to any host, and
         // turn a 301/302/303 into a body-less GET whose 200 would count as delivered), and no
-        // proxy from the environment is used silently.
+        // proxy from the environment is used silently: only the one `orceum.proxy` names.
+        builder = builder.no_proxy();
+        if let Some(p) = proxy {
+            builder = builder.proxy(p.to_reqwest().map_err(ClientBuildError)?);
+        }
         let http = builder
             .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .pool_idle_timeout(Duration::from_secs(90))

@@ -5,5 +5,6 @@ pub mod answer;
 pub mod app;
 pub mod client;
 pub mod event;
+pub mod proxy;
 pub mod scrub;
 pub mod sign;

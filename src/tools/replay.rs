@@ -264,6 +264,7 @@ async fn replay_records(
         bridge.orceum.timeout,
         bridge.orceum.ca_file.as_deref(),
         bridge.orceum.http2_prior_knowledge,
+        bridge.proxy.as_ref(),
     )?;
     let retry = &bridge.delivery.retry;
     let policy = RetryPolicy::from_config(retry).giving_up_after(opts.max_elapsed);

@@ -122,7 +122,7 @@ async fn the_sandbox_accepts_what_the_client_sends() {
 async fn pushes_over_http2_prior_knowledge_are_verified_by_the_sandbox_like_http1() {
     let (sb, stop) = sandbox_for_app_123().await;
     let timeout = std::time::Duration::from_secs(5);
-    let h2 = OrceumClient::build(&sb.base_url(), timeout, None, true).unwrap();
+    let h2 = OrceumClient::build(&sb.base_url(), timeout, None, true, None).unwrap();
     let the_app = app();
     let pushes = (0..50).map(|_| h2.push(&the_app, fixed_event().to_body().into()));
     for resp in futures::future::join_all(pushes).await {
