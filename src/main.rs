@@ -206,6 +206,16 @@ enum Command {
         /// Only the dead letters of this kind (e.g. lookup_miss once the mappings exist).
         #[arg(long)]
         reason: Option<String>,
+        /// Only the dead letters of routes to this app (its `apps:` name).
+        #[arg(long)]
+        app: Option<String>,
+        /// Only the dead letters written at or after this time: RFC 3339
+        /// (2026-12-01T09:30:00Z) or a duration back from now (90m, 2h).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only the dead letters written at or before this time (as --since).
+        #[arg(long)]
+        until: Option<String>,
     },
     /// Zero-dependency quickstart: embedded Kafka, the sandbox, the example config, sample events.
     Demo {
@@ -476,10 +486,20 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             max_elapsed,
             reason,
+            app,
+            since,
+            until,
         } => {
             let Some(bridge) = load_or_report(&config) else {
                 return Ok(ExitCode::from(exit::ERROR));
             };
+            let now = chrono::Utc::now();
+            let when = |flag: &str, v: Option<String>| {
+                v.map(|v| orceum_bridge::tools::replay::parse_when(&v, now))
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("{flag} {e}"))
+            };
+            let (since, until) = (when("--since", since)?, when("--until", until)?);
             let opts = orceum_bridge::tools::replay::ReplayOptions {
                 from,
                 source,
@@ -489,6 +509,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 dry_run,
                 max_elapsed,
                 reason,
+                app,
+                since,
+                until,
             };
             let summary =
                 runtime()?.block_on(orceum_bridge::tools::replay::replay(&bridge, &opts))?;

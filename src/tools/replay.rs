@@ -4,7 +4,11 @@
 //! JetStream stream (sequence range), rebuilds each original message from the record — bytes,
 //! key, original headers, and its original coordinates from `orceum.source` — and maps it
 //! through its route (`orceum.route`, or `--route`). With `--dry-run` it prints what would
-//! happen; otherwise it pushes, retrying transient failures, and prints a final count. Replayed
+//! happen; otherwise it pushes, retrying transient failures, and prints a final count. Records
+//! stream through: the reader hands them on one at a time through a bounded channel
+//! ([`READ_AHEAD`]), so a range of any size is replayed in the memory of a few records.
+//! `--app`, `--reason` and `--since`/`--until` (when the dead letter was written,
+//! `orceum.failed_at`) select what a team asks for after an incident. Replayed
 //! events keep their original coordinates in `metadata.source`, so they trace back to the
 //! message that first failed. Replay reads; it never deletes or commits anything on the
 //! dead-letter topic, and a record that fails again is reported, not re-dead-lettered.
@@ -55,9 +59,36 @@ pub struct ReplayOptions {
     pub dry_run: bool,
     /// How long one record may keep failing transiently before it is reported as failed.
     pub max_elapsed: Duration,
-    /// Only the dead letters of this kind (`lookup_miss`, `http_422`, …); the others are
-    /// counted as skipped.
+    /// Only the dead letters of this kind (`lookup_miss`, `http_422`, …).
     pub reason: Option<String>,
+    /// Only the dead letters of routes to this app (`apps:` name).
+    pub app: Option<String>,
+    /// Only the dead letters written at or after this time (`orceum.failed_at`).
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only the dead letters written at or before this time.
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Records read ahead of the one being replayed.
+pub const READ_AHEAD: usize = 8;
+
+/// `--since`/`--until`: an RFC 3339 time, or a duration back from `now` (`90m`, `2h`).
+pub fn parse_when(
+    s: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    match crate::config::duration::parse(s)
+        .ok()
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+    {
+        Some(ago) => Ok(now - ago),
+        None => Err(format!(
+            "{s:?}: give an RFC 3339 time (2026-12-01T09:30:00Z) or a duration back from now (90m, 2h)"
+        )),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +101,13 @@ pub enum ReplayError {
     Client(#[from] crate::orceum::client::ClientBuildError),
     #[error("lookup {lookup} did not load within 5 minutes ({status}); its routes cannot be replayed without it")]
     Lookup { lookup: String, status: String },
+    #[error("--app {name:?}: no such app; apps: {known}")]
+    UnknownApp { name: String, known: String },
+    #[error("cannot read the dead letters: {reason} (replayed until then: {summary})")]
+    ReadAfter {
+        reason: String,
+        summary: ReplaySummary,
+    },
 }
 
 /// One dead-letter record, back in the shape of the message that failed.
@@ -78,6 +116,8 @@ struct Record {
     route: Option<String>,
     /// `orceum.reason_kind`: why it was dead-lettered.
     kind: Option<String>,
+    /// `orceum.failed_at`: when it was dead-lettered.
+    failed_at: Option<chrono::DateTime<chrono::Utc>>,
     msg: Message,
 }
 
@@ -119,6 +159,8 @@ pub struct ReplaySummary {
     pub delivered: usize,
     pub would_send: usize,
     pub skipped: usize,
+    /// Read and left alone: not the `--app`, `--reason` or time window asked for.
+    pub not_selected: usize,
     /// Still failing, by reason kind.
     pub failed: BTreeMap<String, usize>,
 }
@@ -134,6 +176,9 @@ impl std::fmt::Display for ReplaySummary {
             self.skipped,
             self.failed.values().sum::<usize>()
         )?;
+        if self.not_selected > 0 {
+            write!(f, ", {} not selected", self.not_selected)?;
+        }
         for (k, n) in &self.failed {
             write!(f, "\n  failed {k}: {n}")?;
         }
@@ -191,6 +236,9 @@ fn record_from(stored: Stored, source: &str) -> Record {
     };
     let route = get(header::ROUTE);
     let kind = get(header::REASON_KIND);
+    let failed_at = get(header::FAILED_AT)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc));
     let origin = get(header::SOURCE)
         .and_then(|c| Origin::parse(&c))
         .unwrap_or(Origin::Nats {
@@ -205,6 +253,7 @@ fn record_from(stored: Stored, source: &str) -> Record {
         at,
         route,
         kind,
+        failed_at,
         msg: Message {
             source: Arc::from(source),
             origin,
@@ -219,45 +268,86 @@ fn record_from(stored: Stored, source: &str) -> Record {
 
 /// Runs the replay; prints one line per record in dry-run mode, a progress bar otherwise.
 pub async fn replay(bridge: &Bridge, opts: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
-    let stored = match &opts.from {
-        ReplayFrom::Kafka { topic } => {
-            let name = source_name(bridge, opts, true)?;
-            let Some(SourceConfig::Kafka(k)) = bridge.sources.get(&name) else {
-                return Err(ReplayError::Source(name));
-            };
-            // librdkafka's calls block: keep them off the async workers.
-            let read = tokio::task::block_in_place(|| {
-                source::kafka::replay::read(&name, k, topic, opts.start, opts.end)
+    if let Some(app) = &opts.app {
+        if !bridge.apps.contains_key(app) {
+            return Err(ReplayError::UnknownApp {
+                name: app.clone(),
+                known: bridge.apps.keys().cloned().collect::<Vec<_>>().join(", "),
             });
-            read.map(|r| (name.clone(), r))
         }
-        ReplayFrom::JetStream { stream } => {
-            let name = source_name(bridge, opts, false)?;
-            let Some(SourceConfig::Nats(n)) = bridge.sources.get(&name) else {
-                return Err(ReplayError::Source(name));
-            };
-            source::nats::replay::read(&name, n, stream, opts.start, opts.end)
-                .await
-                .map(|r| (name.clone(), r))
-        }
-    };
-    let (name, stored) = stored.map_err(ReplayError::Read)?;
-    let records: Vec<Record> = stored.into_iter().map(|s| record_from(s, &name)).collect();
+    }
+    let kafka = matches!(opts.from, ReplayFrom::Kafka { .. });
+    let name = source_name(bridge, opts, kafka)?;
     let stop = tokio_util::sync::CancellationToken::new();
     let _stop_lookups = stop.clone().drop_guard();
     let lookups = load_lookups(bridge, &stop).await?;
-    let summary = replay_records(bridge, opts, records).await;
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+    let reader: tokio::task::JoinHandle<Result<(), String>> =
+        match (&opts.from, bridge.sources.get(&name)) {
+            (ReplayFrom::Kafka { topic }, Some(SourceConfig::Kafka(k))) => {
+                let (name, k, topic) = (name.clone(), k.clone(), topic.clone());
+                let (start, end) = (opts.start, opts.end);
+                // librdkafka's calls block, and so does waiting for room: a thread of its own.
+                tokio::task::spawn_blocking(move || {
+                    source::kafka::replay::read(&name, &k, &topic, start, end, tx)
+                })
+            }
+            (ReplayFrom::JetStream { stream }, Some(SourceConfig::Nats(n))) => {
+                let (name, n, stream) = (name.clone(), n.clone(), stream.clone());
+                let (start, end) = (opts.start, opts.end);
+                tokio::spawn(async move {
+                    source::nats::replay::read(&name, &n, &stream, start, end, tx).await
+                })
+            }
+            _ => return Err(ReplayError::Source(name)),
+        };
+    let summary = replay_records(bridge, opts, &name, &mut rx).await;
+    drop(rx);
+    let read = reader
+        .await
+        .unwrap_or_else(|e| Err(format!("the reader stopped: {e}")));
     stop.cancel();
     for task in lookups {
         let _ = task.await;
     }
-    summary
+    let summary = summary?;
+    match read {
+        Ok(()) => Ok(summary),
+        Err(reason) if summary.read == 0 => Err(ReplayError::Read(reason)),
+        Err(reason) => Err(ReplayError::ReadAfter { reason, summary }),
+    }
+}
+
+/// Whether a record is one the options select (`--app`, `--reason`, the time window).
+fn selected(bridge: &Bridge, opts: &ReplayOptions, rec: &Record) -> bool {
+    if opts.reason.is_some() && rec.kind != opts.reason {
+        return false;
+    }
+    if let Some(app) = &opts.app {
+        let route = opts.route.as_ref().or(rec.route.as_ref());
+        let app_of = route.and_then(|n| bridge.routes.iter().find(|r| &r.name == n));
+        if app_of.map(|r| &r.app) != Some(app) {
+            return false;
+        }
+    }
+    if opts.since.is_some() || opts.until.is_some() {
+        // Without the time it was written, a record is outside any window.
+        let Some(at) = rec.failed_at else {
+            return false;
+        };
+        if opts.since.is_some_and(|s| at < s) || opts.until.is_some_and(|u| at > u) {
+            return false;
+        }
+    }
+    true
 }
 
 async fn replay_records(
     bridge: &Bridge,
     opts: &ReplayOptions,
-    records: Vec<Record>,
+    source: &str,
+    records: &mut tokio::sync::mpsc::Receiver<Stored>,
 ) -> Result<ReplaySummary, ReplayError> {
     let client = OrceumClient::build(
         &bridge.orceum.base_url,
@@ -268,23 +358,23 @@ async fn replay_records(
     )?;
     let retry = &bridge.delivery.retry;
     let policy = RetryPolicy::from_config(retry).giving_up_after(opts.max_elapsed);
-    let mut summary = ReplaySummary {
-        read: records.len(),
-        ..Default::default()
-    };
+    let mut summary = ReplaySummary::default();
     let bar = if opts.dry_run {
         ProgressBar::hidden()
     } else {
-        let bar = ProgressBar::new(records.len() as u64);
-        if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}") {
+        // The count is not known before the end: records stream in.
+        let bar = ProgressBar::new_spinner();
+        if let Ok(style) = ProgressStyle::with_template("{spinner} {pos} read {msg}") {
             bar.set_style(style);
         }
         bar
     };
-    for rec in records {
+    while let Some(stored) = records.recv().await {
+        let rec = record_from(stored, source);
+        summary.read += 1;
         bar.inc(1);
-        if opts.reason.is_some() && rec.kind != opts.reason {
-            summary.skipped += 1;
+        if !selected(bridge, opts, &rec) {
+            summary.not_selected += 1;
             continue;
         }
         let route_name = opts.route.clone().or(rec.route.clone());
@@ -378,6 +468,26 @@ async fn replay_records(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn when_is_a_time_or_a_duration_back_from_now() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(
+            parse_when("2h", now).unwrap().to_rfc3339(),
+            "2026-12-01T10:00:00+00:00"
+        );
+        assert_eq!(
+            parse_when("2026-11-30T08:15:00+01:00", now)
+                .unwrap()
+                .to_rfc3339(),
+            "2026-11-30T07:15:00+00:00"
+        );
+        assert!(parse_when("yesterday", now)
+            .unwrap_err()
+            .contains("RFC 3339"));
+    }
 
     #[test]
     fn replay_from_names_a_bus() {

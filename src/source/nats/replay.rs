@@ -5,14 +5,16 @@ use crate::config::NatsSourceConfig;
 use crate::dead_letter::Stored;
 
 /// Reads the dead letters of `stream` with sequences in `[start, end]` (the whole stream by
-/// default); deleted sequences are skipped.
+/// default) into `out`, one message at a time; deleted sequences are skipped. Stops early
+/// when `out` is closed.
 pub async fn read(
     name: &str,
     n: &NatsSourceConfig,
     stream: &str,
     start: Option<i64>,
     end: Option<i64>,
-) -> Result<Vec<Stored>, String> {
+    out: tokio::sync::mpsc::Sender<Stored>,
+) -> Result<(), String> {
     let client = super::connect(name, n, None)
         .await
         .map_err(|e| e.to_string())?;
@@ -30,7 +32,6 @@ pub async fn read(
         .map(|v| v.max(0) as u64)
         .unwrap_or(state.last_sequence)
         .min(state.last_sequence);
-    let mut records = Vec::new();
     for seq in first..=last {
         let Ok(m) = s.get_raw_message(seq).await else {
             continue;
@@ -52,12 +53,15 @@ pub async fn read(
             find(crate::dead_letter::header::KEY),
             find(crate::dead_letter::header::KEY_ENCODING),
         );
-        records.push(Stored {
+        let stored = Stored {
             at: format!("{stream}@{seq}"),
             payload: m.payload.to_vec(),
             key,
             headers,
-        });
+        };
+        if out.send(stored).await.is_err() {
+            return Ok(()); // replay stopped reading
+        }
     }
-    Ok(records)
+    Ok(())
 }
