@@ -113,7 +113,11 @@ pub fn load_str(
             // A value whose variable is missing was interpolated as empty: what validation
             // says of it (`"" is not a URL`) follows from the missing variable, already
             // reported at that path.
-            let interpolated: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
+            let interpolated: Vec<String> = errors
+                .iter()
+                .flat_map(|e| std::iter::once(&e.path).chain(&e.also))
+                .cloned()
+                .collect();
             errors.extend(
                 more.into_iter()
                     .filter(|e| !interpolated.iter().any(|p| follows_from(&e.path, p))),

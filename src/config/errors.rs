@@ -8,6 +8,9 @@ use std::fmt;
 pub struct ConfigError {
     pub path: String,
     pub message: String,
+    /// Other paths this error is about (a missing variable referenced in several places):
+    /// what validation says of their values follows from it and is not reported again.
+    pub also: Vec<String>,
 }
 
 impl ConfigError {
@@ -15,6 +18,7 @@ impl ConfigError {
         Self {
             path: path.into(),
             message: message.into(),
+            also: Vec::new(),
         }
     }
 }

@@ -30,10 +30,12 @@ pub fn interpolate(doc: &mut Value, lookup: &dyn Fn(&str) -> Option<String>) -> 
         } else {
             String::new()
         };
-        errors.push(ConfigError::new(
+        let mut error = ConfigError::new(
             paths[0].clone(),
             format!("environment variable {name} is not set (referenced as ${{{name}}}{also}); export it, give a default (${{{name}:-value}}) or remove the reference"),
-        ));
+        );
+        error.also = paths[1..].to_vec();
+        errors.push(error);
     }
     errors
 }

@@ -439,3 +439,64 @@ async fn a_fatal_error_is_a_json_log_line_with_json_logs() {
     );
     drop(taken);
 }
+
+/// Every flag of every command says what it does, and `--help` names both buses.
+#[tokio::test]
+async fn every_flag_has_help_text_and_help_names_both_buses() {
+    let top = text(&run_blocking(bridge_cmd(&["--help"], None)).await);
+    assert!(top.contains("Kafka") && top.contains("NATS"), "{top}");
+    for command in ["run", "check", "render", "sandbox", "replay", "demo"] {
+        let help = text(&run_blocking(bridge_cmd(&[command, "--help"], None)).await);
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let flag = line.trim_start();
+            if !(flag.starts_with("--") || flag.starts_with("-c") || flag.starts_with("-h"))
+                || !line.starts_with("  ")
+            {
+                continue;
+            }
+            let described_inline = flag
+                .split_once("  ")
+                .is_some_and(|(_, d)| !d.trim().is_empty());
+            let described_below = lines
+                .get(i + 1)
+                .is_some_and(|next| next.starts_with("          ") && !next.trim().is_empty());
+            assert!(
+                described_inline || described_below,
+                "{command}: {flag:?} has no help text:\n{help}"
+            );
+        }
+    }
+    let render = text(&run_blocking(bridge_cmd(&["render", "--help"], None)).await);
+    assert!(
+        render.contains("subject=") && render.contains("--ndjson"),
+        "{render}"
+    );
+}
+
+/// An unset variable is one error, with its paths, and no follow-on error about the empty
+/// value it left.
+#[tokio::test]
+async fn an_unset_variable_is_reported_once_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        RENDER_CONFIG
+            .replace("http://127.0.0.1:9/v1", "${ORCEUM_URL}")
+            .replace("127.0.0.1:9\", group_id", "${ORCEUM_URL}\", group_id"),
+    )
+    .unwrap();
+    let mut cmd = bridge_cmd(&["check"], Some(&path));
+    cmd.env_remove("ORCEUM_URL");
+    let out = run_blocking(cmd).await;
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("1 error"), "{said}");
+    assert!(
+        said.contains("orceum.base_url: environment variable ORCEUM_URL is not set")
+            && said.contains("also referenced at sources.events.kafka.bootstrap_servers"),
+        "{said}"
+    );
+    assert!(!said.contains("not a URL"), "no follow-on error: {said}");
+}
