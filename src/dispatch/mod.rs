@@ -84,7 +84,14 @@ impl Dispatcher {
             .iter()
             .filter_map(|(name, lane)| lane.rate.clone().map(|r| (name.clone(), r)))
             .collect();
-        let rate_shares = Arc::new(rate::RateShares::new(&routes, &rates));
+        let mut kafka_feeds: BTreeMap<String, Vec<rate::Feed>> = BTreeMap::new();
+        for r in &routes {
+            kafka_feeds
+                .entry(r.app.clone())
+                .or_default()
+                .extend(r.topics.iter().map(|t| (r.source.clone(), t.clone())));
+        }
+        let rate_shares = Arc::new(rate::RateShares::new(&rates, &kafka_feeds));
         Self {
             routes,
             lanes,

@@ -11,7 +11,6 @@
 //! [`RateShares`] is what the sources report their partitions to.
 
 use crate::config::RateLimitConfig;
-use crate::route::Route;
 use crate::sync::lock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::{BTreeMap, HashMap};
@@ -115,7 +114,7 @@ impl AppRate {
 }
 
 /// A Kafka topic of a source: `(source, topic)`.
-type Feed = (String, String);
+pub type Feed = (String, String);
 
 /// The partitions each Kafka source owns of each topic, and the apps those topics feed.
 pub struct RateShares {
@@ -126,16 +125,15 @@ pub struct RateShares {
 }
 
 impl RateShares {
-    /// Sorts each rate-limited app into fed by Kafka (shared by partitions) or by NATS only
-    /// (divided by `rate_limit.replicas` at once).
-    pub fn new(routes: &[Arc<Route>], rates: &BTreeMap<String, Arc<AppRate>>) -> Self {
+    /// Sorts each rate-limited app into fed by Kafka (shared by partitions; `kafka_feeds`:
+    /// the topics its routes read) or by NATS only (divided by `rate_limit.replicas` at once).
+    pub fn new(
+        rates: &BTreeMap<String, Arc<AppRate>>,
+        kafka_feeds: &BTreeMap<String, Vec<Feed>>,
+    ) -> Self {
         let mut fed_by_kafka = Vec::new();
         for (app, rate) in rates {
-            let feeds: Vec<Feed> = routes
-                .iter()
-                .filter(|r| &r.app == app)
-                .flat_map(|r| r.topics.iter().map(|t| (r.source.clone(), t.clone())))
-                .collect();
+            let feeds = kafka_feeds.get(app).cloned().unwrap_or_default();
             if feeds.is_empty() {
                 let replicas = rate.limit.replicas.unwrap_or(1).max(1);
                 if replicas > 1 {
@@ -223,26 +221,12 @@ mod tests {
 
     #[test]
     fn sources_report_partitions_and_each_app_takes_the_share_of_its_topics() {
-        let routes: Vec<Arc<Route>> = crate::build::load_str(
-            r#"
-orceum: { base_url: "http://127.0.0.1:8080/v1" }
-apps:
-  a: { app_id: app_a, secret: { env: S }, rate_limit: { per_second: 60 } }
-  b: { app_id: app_b, secret: { env: S }, rate_limit: { per_second: 60 } }
-  n: { app_id: app_n, secret: { env: S }, rate_limit: { per_second: 60, replicas: 3 } }
-sources:
-  k: { kafka: { bootstrap_servers: "localhost:9092", group_id: g } }
-  bus: { nats: { url: "nats://127.0.0.1:4222" } }
-routes:
-  - { name: ra, source: k, topics: [t1, t2], app: a, event: { installation_id: .i, event_type: '"x"', event_data: '{}' } }
-  - { name: rb, source: k, topics: [t2], app: b, event: { installation_id: .i, event_type: '"x"', event_data: '{}' } }
-  - { name: rn, source: bus, subjects: [s], app: n, event: { installation_id: .i, event_type: '"x"', event_data: '{}' } }
-"#,
-            "t.yaml",
-            |_| Some("whs_s".into()),
-        )
-        .unwrap()
-        .routes;
+        // Routes to a read topics t1 and t2 of source k, routes to b t2; n's read NATS only.
+        let feed = |t: &str| ("k".to_string(), t.to_string());
+        let kafka_feeds = BTreeMap::from([
+            ("a".to_string(), vec![feed("t1"), feed("t2")]),
+            ("b".to_string(), vec![feed("t2")]),
+        ]);
         let rates: BTreeMap<String, Arc<AppRate>> = ["a", "b", "n"]
             .iter()
             .map(|n| {
@@ -254,7 +238,7 @@ routes:
                 (n.to_string(), Arc::new(AppRate::new(n, l, gauge)))
             })
             .collect();
-        let shares = RateShares::new(&routes, &rates);
+        let shares = RateShares::new(&rates, &kafka_feeds);
         assert_eq!(rates["n"].share(), (1, 3), "NATS only: divided by replicas");
         assert_eq!(
             rates["a"].share(),

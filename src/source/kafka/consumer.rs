@@ -1011,7 +1011,7 @@ mod tests {
             // Shutdown gives up what is unfinished at once (the tests' "crash").
             abandon: stop.clone(),
             rate_shares: Arc::new(crate::dispatch::rate::RateShares::new(
-                &[],
+                &Default::default(),
                 &Default::default(),
             )),
         }

@@ -5,6 +5,8 @@
 //! This is where the stages meet the contract: `config` knows nothing of the engine, and each
 //! bus checks its own settings (`source::kafka::check_config`, `source::nats::check_config`).
 
+mod proxy;
+
 use crate::config::secret::{self, SecretError};
 use crate::config::*;
 use crate::dispatch::lane::AppLimits;
@@ -163,7 +165,7 @@ pub fn validate_with(
     let mut errors = Vec::new();
     orceum(&file.orceum, &mut errors);
     let proxy = file.orceum.proxy.as_ref().and_then(|p| {
-        crate::orceum::proxy::resolve(
+        proxy::resolve(
             p,
             &file.orceum.base_url,
             file.orceum.allow_insecure_http,
