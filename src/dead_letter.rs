@@ -220,11 +220,11 @@ impl DeadLetterWriter for LogOnly {
         let log_payloads = &self.log_payloads;
         if *log_payloads {
             tracing::error!(route = %rec.route, coordinates = %rec.coordinates, kind = %rec.kind, reason = %rec.reason,
-                        http_status = ?rec.status, attempts = rec.attempts, payload = %String::from_utf8_lossy(&rec.payload),
+                        http_status = rec.status, attempts = rec.attempts, payload = %String::from_utf8_lossy(&rec.payload),
                         "dropped a message that cannot be delivered (no dead-letter destination configured)");
         } else {
             tracing::error!(route = %rec.route, coordinates = %rec.coordinates, kind = %rec.kind, reason = %rec.reason,
-                        http_status = ?rec.status, attempts = rec.attempts,
+                        http_status = rec.status, attempts = rec.attempts,
                         "dropped a message that cannot be delivered (no dead-letter destination configured)");
         }
         Box::pin(std::future::ready(Ok(())))

@@ -61,9 +61,16 @@ impl DeadLettered<'_> {
             .with_label_values(&[self.route, self.kind])
             .inc();
         if let Some(destination) = self.destination {
-            tracing::warn!(route = self.route, coordinates = self.coordinates, kind = self.kind,
-                reason = self.reason, http_status = ?self.status, attempts = self.attempts,
-                destination, "dead-lettered");
+            tracing::warn!(
+                route = self.route,
+                coordinates = self.coordinates,
+                kind = self.kind,
+                reason = self.reason,
+                http_status = self.status,
+                attempts = self.attempts,
+                destination,
+                "dead-lettered"
+            );
         }
     }
 }

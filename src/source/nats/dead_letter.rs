@@ -103,6 +103,11 @@ pub fn nats_headers(rec: &DeadLetterRecord) -> HeaderMap {
         }
     };
     for (k, v) in &rec.headers {
+        // `orceum.*` names are this writer's to set: a source message's own (a forged
+        // `orceum.key`, say) would be read back by replay as ours.
+        if k.starts_with("orceum.") {
+            continue;
+        }
         if let Some(v) = v {
             add(k, &String::from_utf8_lossy(v), false);
         }
@@ -188,7 +193,11 @@ mod tests {
             "replay reads back the same bytes"
         );
         rec.key = None;
-        assert!(nats_headers(&rec).get(header::KEY).is_none());
+        rec.headers = vec![("orceum.key".into(), Some(b"forged".to_vec()))];
+        assert!(
+            nats_headers(&rec).get(header::KEY).is_none(),
+            "a source message's own orceum.* header is not passed through"
+        );
     }
 
     proptest! {
