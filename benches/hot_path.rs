@@ -230,7 +230,7 @@ fn hot_path(c: &mut Criterion) {
         // it: an object construction on the small route, a path on the large one).
         g.bench_function("meta", |b| b.iter(|| black_box(&case.msg).meta()));
         let input = match &parsed {
-            Parsed::Json(v) => v.clone(),
+            Parsed::Json(v) | Parsed::Decoded(v, _) => v.clone(),
             Parsed::Invalid(r) => panic!("the bench message is not JSON: {r:?}"),
         };
         let null = jaq_json::Val::Null;

@@ -68,7 +68,7 @@ const BOUNDED_TEXT_BYTES: usize = 512;
 
 /// The dead-letter kinds a route can produce whatever it reads (Orceum's documented rejections
 /// included), for the metrics exported at 0 from start. Other `http_4xx` kinds appear when met.
-pub const KINDS: [&str; 11] = [
+pub const KINDS: [&str; 12] = [
     "not_json",
     "not_utf8",
     "too_large",
@@ -76,6 +76,7 @@ pub const KINDS: [&str; 11] = [
     "template_error",
     "template_budget",
     "retries_exhausted",
+    "not_cloudevent",
     crate::route::LOOKUP_MISS,
     "http_400",
     "http_404",
@@ -120,6 +121,17 @@ pub struct DeadLetterError {
 }
 
 impl DeadLetterRecord {
+    /// The trace id of the message's W3C `traceparent` header, when it has one.
+    pub fn trace_id(&self) -> Option<&str> {
+        let (_, value) = self
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("traceparent"))?;
+        let tp = std::str::from_utf8(value.as_deref()?).ok()?;
+        let id = tp.get(3..35)?;
+        (tp.len() >= 55 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+    }
+
     /// The `orceum.*` headers that say why, in the order they are written.
     pub fn describing_headers(&self) -> Vec<(&'static str, String)> {
         let mut h = vec![

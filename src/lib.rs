@@ -43,6 +43,7 @@ pub mod commit;
 pub mod config;
 pub mod dead_letter;
 pub mod dispatch;
+pub mod format;
 pub mod lookup;
 pub mod message;
 pub mod orceum;

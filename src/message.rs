@@ -146,6 +146,68 @@ impl Message {
             }),
         }
     }
+
+    /// The first value of header `name` (case-insensitive), if it is UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| v.as_deref())
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The W3C trace context the message carries (`traceparent`, and `tracestate` with it),
+    /// when its `traceparent` is well formed.
+    pub fn trace_context(&self) -> Option<TraceContext<'_>> {
+        let traceparent = self.header("traceparent")?.trim();
+        if !is_traceparent(traceparent) {
+            return None;
+        }
+        let tracestate = self.header("tracestate").map(str::trim).filter(|s| {
+            !s.is_empty() && s.len() <= 512 && s.bytes().all(|b| (0x20..0x7f).contains(&b))
+        });
+        Some(TraceContext {
+            traceparent,
+            tracestate,
+        })
+    }
+}
+
+/// A message's W3C trace context (<https://www.w3.org/TR/trace-context/>).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext<'a> {
+    /// `00-<trace id, 32 hex>-<parent id, 16 hex>-<flags, 2 hex>`.
+    pub traceparent: &'a str,
+    pub tracestate: Option<&'a str>,
+}
+
+impl TraceContext<'_> {
+    /// The trace id, for log lines.
+    pub fn trace_id(&self) -> &str {
+        &self.traceparent[3..35]
+    }
+}
+
+/// `version-traceid-parentid-flags` in lowercase hex, neither id all zeros, version not `ff`
+/// (a later version may add fields after the flags).
+fn is_traceparent(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let hex = |p: &str, n: usize| {
+        p.len() == n && p.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    match parts.as_slice() {
+        [version, trace, parent, flags, rest @ ..] => {
+            hex(version, 2)
+                && *version != "ff"
+                && (rest.is_empty() || *version != "00")
+                && hex(trace, 32)
+                && hex(parent, 16)
+                && hex(flags, 2)
+                && trace.bytes().any(|b| b != b'0')
+                && parent.bytes().any(|b| b != b'0')
+        }
+        _ => false,
+    }
 }
 
 /// How a message's outcome became final; a source may act on it (JetStream terms dead letters).
@@ -290,5 +352,58 @@ mod tests {
             "kafka:a/b/3@7"
         );
         assert!(Origin::parse("other").is_none());
+    }
+
+    fn with_headers(headers: &[(&str, &str)]) -> Message {
+        Message {
+            source: Arc::from("s"),
+            origin: Origin::Nats {
+                subject: "x".into(),
+                pattern: Arc::from("x"),
+            },
+            route: None,
+            payload: Vec::new(),
+            key: None,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), Some(v.as_bytes().to_vec())))
+                .collect(),
+            timestamp: None,
+        }
+    }
+
+    #[test]
+    fn a_well_formed_traceparent_is_the_trace_context_and_anything_else_is_none() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let m = with_headers(&[("Traceparent", tp), ("tracestate", "rojo=00f067aa0ba902b7")]);
+        let t = m.trace_context().unwrap();
+        assert_eq!(t.traceparent, tp);
+        assert_eq!(t.tracestate, Some("rojo=00f067aa0ba902b7"));
+        assert_eq!(t.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "garbage\r\ninjected: 1",
+        ] {
+            assert!(
+                with_headers(&[("traceparent", bad)])
+                    .trace_context()
+                    .is_none(),
+                "{bad}"
+            );
+        }
+        assert!(
+            with_headers(&[(
+                "traceparent",
+                "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later"
+            )])
+            .trace_context()
+            .is_some(),
+            "a later version may add fields"
+        );
     }
 }

@@ -95,14 +95,17 @@ pub async fn run_with(
     )?;
     let dead_letter = dead_letter_sink(&bridge).await?;
     let abandon = CancellationToken::new();
-    let ctx = Arc::new(DeliveryContext::new(
-        client,
-        dead_letter,
-        metrics.clone(),
-        bridge.delivery.retry.clone(),
-        abandon.clone(),
-        tokio::runtime::Handle::current(),
-    ));
+    let ctx = Arc::new(
+        DeliveryContext::new(
+            client,
+            dead_letter,
+            metrics.clone(),
+            bridge.delivery.retry.clone(),
+            abandon.clone(),
+            tokio::runtime::Handle::current(),
+        )
+        .with_trace_forwarding(bridge.orceum.forward_trace_context),
+    );
     let dispatcher = Arc::new(Dispatcher::new(
         bridge.routes.clone(),
         &bridge.apps,

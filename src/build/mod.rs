@@ -575,6 +575,7 @@ fn routes(
                     metadata,
                 },
                 source_metadata: r.source_metadata,
+                trace_metadata: r.trace_metadata,
                 reads_meta: Default::default(),
             }));
         }

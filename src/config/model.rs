@@ -117,6 +117,9 @@ pub struct OrceumConfig {
     /// (`HTTPS_PROXY` in the environment is ignored unless `from_env: true`).
     #[serde(default)]
     pub proxy: Option<ProxyConfig>,
+    /// Sends a message's W3C `traceparent` / `tracestate` headers on its push requests.
+    #[serde(default = "default_true")]
+    pub forward_trace_context: bool,
 }
 
 /// `orceum.proxy`: the proxy URL (with optional credentials), or `from_env: true` to take
@@ -154,6 +157,7 @@ impl Default for OrceumConfig {
             timeout: default_timeout(),
             allow_insecure_http: false,
             proxy: None,
+            forward_trace_context: true,
             ca_file: None,
             http2_prior_knowledge: false,
         }
@@ -317,6 +321,10 @@ pub struct RouteConfig {
     /// Adds `{"source": "kafka:topic/partition@offset"}` to every event's metadata.
     #[serde(default = "default_true")]
     pub source_metadata: bool,
+    /// Adds `{"traceparent": …}` to the metadata of an event whose message carries a W3C
+    /// `traceparent` header.
+    #[serde(default = "default_true")]
+    pub trace_metadata: bool,
 }
 
 fn default_true() -> bool {

@@ -33,6 +33,8 @@ pub struct DeliveryContext {
     /// `delivery.retry.retryable_statuses`: statuses retried on top of 429, 5xx and transport.
     pub retryable_statuses: Vec<u16>,
     pub abandon: CancellationToken,
+    /// `orceum.forward_trace_context`: a message's `traceparent`/`tracestate` on its pushes.
+    pub forward_trace_context: bool,
     runtime: Handle,
     tasks: TaskTracker,
 }
@@ -53,9 +55,16 @@ impl DeliveryContext {
             retry: RetryPolicy::from_config(&retry),
             retryable_statuses: retry.retryable_statuses,
             abandon,
+            forward_trace_context: true,
             runtime,
             tasks: TaskTracker::new(),
         }
+    }
+
+    /// Whether pushes carry their message's trace context (on by default).
+    pub fn with_trace_forwarding(mut self, on: bool) -> Self {
+        self.forward_trace_context = on;
+        self
     }
 
     /// Spawns a tracked task; callable from any thread (the Kafka poll thread is not async).
@@ -83,6 +92,16 @@ impl DeliveryContext {
             .cloned()
             .unwrap_or_else(|| self.abandon.clone());
         let mut probe = None;
+        // The message's trace context goes on every attempt, and its trace id on the log lines.
+        let trace = job.msg.trace_context();
+        let trace_id = trace.map(|t| t.trace_id().to_string());
+        let mut trace_headers: Vec<(&'static str, String)> = Vec::new();
+        if let (Some(t), true) = (trace, self.forward_trace_context) {
+            trace_headers.push(("traceparent", t.traceparent.to_string()));
+            if let Some(state) = t.tracestate {
+                trace_headers.push(("tracestate", state.to_string()));
+            }
+        }
         loop {
             if stop.is_cancelled() || !lane.wait_turn(self, &stop).await {
                 return; // the part is dropped unfinished: not committed
@@ -99,7 +118,10 @@ impl DeliveryContext {
             }
             pushes += 1;
             let t0 = Instant::now();
-            let result = self.client.push(app, job.body.clone()).await;
+            let result = self
+                .client
+                .push_with(app, job.body.clone(), &trace_headers)
+                .await;
             drop(pushing);
             match &result {
                 Ok(r) if r.status == 200 => lane.metrics.push_ok.inc(),
@@ -140,6 +162,7 @@ impl DeliveryContext {
                         coordinates = %job.msg.origin,
                         event_id = answer.and_then(|a| a.event_id.as_deref()),
                         action = action.label(),
+                        trace_id = trace_id.as_deref(),
                         "delivered"
                     );
                     if let Some(ts) = job.msg.timestamp {
@@ -182,6 +205,7 @@ impl DeliveryContext {
                     _ => None,
                 },
                 error: result.as_ref().err().map(|e| e as &dyn std::fmt::Display),
+                trace_id: trace_id.as_deref(),
             }
             .emit(&self.metrics);
             let delay = match tries.failed(outcome.retry_after()) {
@@ -237,6 +261,7 @@ impl DeliveryContext {
                         status: record.status,
                         attempts: record.attempts,
                         destination: destination.as_deref(),
+                        trace_id: record.trace_id(),
                     }
                     .emit(&self.metrics);
                     part.done(Final::DeadLettered);

@@ -22,7 +22,7 @@ use crate::message::{AckHandle, Admission, Final, Message, Submit};
 use crate::orceum::app::App;
 use crate::orceum::event::Priority;
 use crate::route::table::routes_for;
-use crate::route::{parse_payload, Mapped, Route};
+use crate::route::{Mapped, Route};
 use crate::telemetry::events::Skipped;
 use deliver::record_for;
 use lane::{AppLane, AppLimits};
@@ -150,7 +150,7 @@ impl Submit for Dispatcher {
             return Admission::Accepted;
         }
         let mapping = self.watch.mapping(&msg.source, &msg.origin);
-        let parsed = parse_payload(&msg.payload, self.max_message_bytes);
+        let parsed = crate::format::decode(&msg, self.max_message_bytes);
         let mapped: Vec<Mapped> = routes.iter().map(|r| r.map(&msg, &parsed)).collect();
         drop(parsed);
         drop(mapping);

@@ -210,6 +210,17 @@ impl OrceumClient {
 
     /// Signs `body` for `app` with a fresh timestamp and sends it once.
     pub async fn push(&self, app: &App, body: bytes::Bytes) -> Result<PushResponse, PushError> {
+        self.push_with(app, body, &[]).await
+    }
+
+    /// [`push`](Self::push) with extra headers (the message's trace context); values are
+    /// visible ASCII, checked by whoever gives them.
+    pub async fn push_with(
+        &self,
+        app: &App,
+        body: bytes::Bytes,
+        extra: &[(&'static str, String)],
+    ) -> Result<PushResponse, PushError> {
         let mut req = prepare(&self.base_url, app, body);
         let mut builder = self.http.post(self.parsed(&req.url)?);
         for (k, v) in req.headers.iter_mut() {
@@ -234,6 +245,9 @@ impl OrceumClient {
             } else {
                 builder = builder.header(*k, v.as_str());
             }
+        }
+        for (k, v) in extra {
+            builder = builder.header(*k, v.as_str());
         }
         let url = req.url.clone();
         let resp = builder

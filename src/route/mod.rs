@@ -30,6 +30,8 @@ pub struct Route {
     pub filter: Option<JqTemplate>,
     pub event: EventTemplate,
     pub source_metadata: bool,
+    /// Adds the message's `traceparent` (when it has one) to the event's metadata.
+    pub trace_metadata: bool,
     /// Whether an expression reads `$meta`; worked out on first use.
     pub reads_meta: std::sync::OnceLock<bool>,
 }
@@ -56,7 +58,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(kind: &'static str, reason: impl Into<String>) -> Self {
+    pub fn new(kind: &'static str, reason: impl Into<String>) -> Self {
         Self {
             kind,
             reason: reason.into(),
@@ -81,6 +83,8 @@ type FieldRunner<'a> = dyn Fn(&str, &JqTemplate) -> Result<Option<Value>, Reject
 /// its topic. Not `Send`: parse, map and drop it before any `.await`.
 pub enum Parsed {
     Json(jaq_json::Val),
+    /// A decoded envelope (a CloudEvent): the template input, and what it adds to `$meta`.
+    Decoded(jaq_json::Val, Box<Map<String, Value>>),
     Invalid(Rejection),
 }
 
@@ -114,14 +118,19 @@ pub fn parse_payload(payload: &[u8], max_bytes: usize) -> Parsed {
 impl Route {
     /// Maps one message through this route.
     pub fn map(&self, msg: &Message, parsed: &Parsed) -> Mapped {
-        let input = match parsed {
-            Parsed::Json(v) => v,
+        let (input, extra) = match parsed {
+            Parsed::Json(v) => (v, None),
+            Parsed::Decoded(v, extra) => (v, Some(extra)),
             Parsed::Invalid(r) => return Mapped::Rejected(r.clone()),
         };
         // `$meta` is only built when an expression of this route reads it (most do not): it
         // allocates.
         let meta_val = if self.uses_meta() {
-            json_to_val(&msg.meta())
+            let mut meta = msg.meta();
+            if let (Some(extra), Value::Object(m)) = (extra, &mut meta) {
+                m.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            json_to_val(&meta)
         } else {
             jaq_json::Val::Null
         };
@@ -252,6 +261,14 @@ impl Route {
                 .get_or_insert_with(Map::new)
                 .insert("source".into(), Value::String(msg.origin.coordinates()));
         }
+        if self.trace_metadata {
+            if let Some(trace) = msg.trace_context() {
+                metadata.get_or_insert_with(Map::new).insert(
+                    "traceparent".into(),
+                    Value::String(trace.traceparent.into()),
+                );
+            }
+        }
         Ok(OrceumEvent {
             installation_id,
             event_type,
@@ -315,6 +332,7 @@ mod tests {
                 metadata: Some(JqTemplate::compile("{team: \"tasks\", k: $meta.key}").unwrap()),
             },
             source_metadata: true,
+            trace_metadata: true,
             reads_meta: Default::default(),
         }
     }

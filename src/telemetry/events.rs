@@ -19,6 +19,8 @@ pub struct PushRetried<'a> {
     pub location_host: Option<&'a str>,
     /// For a transport failure: what went wrong.
     pub error: Option<&'a dyn std::fmt::Display>,
+    /// The message's W3C trace id, when it carries one.
+    pub trace_id: Option<&'a str>,
 }
 
 impl PushRetried<'_> {
@@ -29,15 +31,20 @@ impl PushRetried<'_> {
             .inc();
         // The first failure and every 20th: an outage must not flood the logs.
         let loud = self.attempts == 1 || self.attempts % 20 == 0;
-        let (app, route, coordinates, attempts) =
-            (self.app, self.route, self.coordinates, self.attempts);
+        let (app, route, coordinates, attempts, trace_id) = (
+            self.app,
+            self.route,
+            self.coordinates,
+            self.attempts,
+            self.trace_id,
+        );
         match (self.reason, self.location_host, self.error) {
-            ("unauthorized", _, _) if loud => tracing::error!(app, app_id = self.app_id, route, coordinates, attempts,
+            ("unauthorized", _, _) if loud => tracing::error!(app, app_id = self.app_id, route, coordinates, attempts, trace_id,
                 "Orceum answered 401: the app's secret or signature is wrong; retrying until the secret is fixed"),
-            ("redirect", Some(location_host), _) if loud => tracing::error!(app, route, coordinates, attempts, location_host,
+            ("redirect", Some(location_host), _) if loud => tracing::error!(app, route, coordinates, attempts, trace_id, location_host,
                 "Orceum answered a redirect, which is never followed (the request carries the secret); fix orceum.base_url; retrying"),
-            (_, _, Some(error)) if loud => tracing::warn!(app, coordinates, attempts, error = %error, "push failed; will retry"),
-            (reason, _, _) => tracing::debug!(app, coordinates, attempts, reason, "push will be retried"),
+            (_, _, Some(error)) if loud => tracing::warn!(app, coordinates, attempts, trace_id, error = %error, "push failed; will retry"),
+            (reason, _, _) => tracing::debug!(app, coordinates, attempts, trace_id, reason, "push will be retried"),
         }
     }
 }
@@ -52,6 +59,8 @@ pub struct DeadLettered<'a> {
     pub attempts: u32,
     /// `None` when the log-only writer already wrote the line.
     pub destination: Option<&'a str>,
+    /// The message's W3C trace id, when it carries one.
+    pub trace_id: Option<&'a str>,
 }
 
 impl DeadLettered<'_> {
@@ -68,6 +77,7 @@ impl DeadLettered<'_> {
                 reason = self.reason,
                 http_status = self.status,
                 attempts = self.attempts,
+                trace_id = self.trace_id,
                 destination,
                 "dead-lettered"
             );
@@ -133,6 +143,71 @@ impl CommitFailed<'_> {
 mod tests {
     use super::*;
 
+    /// The log lines written while `f` runs.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    #[test]
+    fn a_messages_log_lines_carry_its_trace_id() {
+        let m = Metrics::new();
+        let text = logged(|| {
+            PushRetried {
+                app: "tasks",
+                app_id: "app_1",
+                route: "r",
+                coordinates: "kafka:t/0@1",
+                reason: "http_503",
+                attempts: 1,
+                location_host: None,
+                error: Some(&"connection refused"),
+                trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+            }
+            .emit(&m);
+            DeadLettered {
+                route: "r",
+                coordinates: "kafka:t/0@1",
+                kind: "http_422",
+                reason: "Orceum answered 422",
+                status: Some(422),
+                attempts: 1,
+                destination: Some("kafka topic dlq"),
+                trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+            }
+            .emit(&m);
+        });
+        assert_eq!(
+            text.matches("trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"")
+                .count(),
+            2,
+            "{text}"
+        );
+        assert!(
+            text.contains("http_status=422"),
+            "a number, not Some(422): {text}"
+        );
+    }
+
     #[test]
     fn each_event_moves_its_counter_with_named_labels() {
         let m = Metrics::new();
@@ -145,6 +220,7 @@ mod tests {
             attempts: 1,
             location_host: None,
             error: None,
+            trace_id: None,
         }
         .emit(&m);
         DeadLettered {
@@ -155,6 +231,7 @@ mod tests {
             status: Some(422),
             attempts: 1,
             destination: Some("kafka topic dlq"),
+            trace_id: None,
         }
         .emit(&m);
         Skipped {

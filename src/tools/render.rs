@@ -5,7 +5,7 @@
 use crate::build::Bridge;
 use crate::message::{Message, Origin};
 use crate::orceum::client::{prepare, PreparedRequest};
-use crate::route::{parse_payload, Mapped};
+use crate::route::Mapped;
 use std::fmt;
 use std::sync::Arc;
 
@@ -163,7 +163,7 @@ pub fn render(
         headers,
         timestamp,
     };
-    let parsed = parse_payload(input, bridge.delivery.max_message_bytes);
+    let parsed = crate::format::decode(&msg, bridge.delivery.max_message_bytes);
     Ok(match route.map(&msg, &parsed) {
         Mapped::Event(ev) => {
             // validate() guarantees the app exists.

@@ -20,7 +20,7 @@ use crate::dispatch::outcome::{classify, Outcome};
 use crate::dispatch::retry::{Next, RetryPolicy};
 use crate::message::{Message, Origin};
 use crate::orceum::client::OrceumClient;
-use crate::route::{parse_payload, Mapped};
+use crate::route::Mapped;
 use crate::source;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
@@ -391,7 +391,7 @@ async fn replay_records(
         };
         // The parsed message is not `Send`: map it and drop it before anything awaits.
         let mapped = {
-            let parsed = parse_payload(&rec.msg.payload, bridge.delivery.max_message_bytes);
+            let parsed = crate::format::decode(&rec.msg, bridge.delivery.max_message_bytes);
             route.map(&rec.msg, &parsed)
         };
         let event = match mapped {

@@ -4,6 +4,7 @@
 //!
 //! - `bad_input`: every bad input in docs/reliability.md, through `check` and `render`;
 //! - `chaos_kafka`: Orceum down or slow, SIGTERM/SIGKILL under load, a replica or broker killed;
+//! - `cloudevents`: CloudEvents (binary, structured) over Kafka and JetStream, and `traceparent`;
 //! - `cli`: `check`, `render` and `sandbox` as a user meets them (errors with paths, redacted
 //!   secrets, the sandbox's answers);
 //! - `deploy_metrics`: the dashboard and alert rules only use metrics the binary exports;
@@ -35,6 +36,7 @@ mod harness;
 mod bad_input;
 mod chaos_kafka;
 mod cli;
+mod cloudevents;
 mod deploy_metrics;
 mod engine;
 mod first_hour;
