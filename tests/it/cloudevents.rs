@@ -55,10 +55,9 @@ fn structured(id: &str, inst: &str, order: &str, base64: bool) -> Vec<u8> {
 
 /// What the sandbox got for one order: event type, timestamp, cloudevent id, traceparent in
 /// metadata, traceparent header.
-fn received(
-    sandbox: &orceum_bridge::tools::sandbox::SandboxHandle,
-    order: &str,
-) -> Option<(String, String, String, Option<String>, Option<String>)> {
+type Got = (String, String, String, Option<String>, Option<String>);
+
+fn received(sandbox: &orceum_bridge::tools::sandbox::SandboxHandle, order: &str) -> Option<Got> {
     let e = sandbox
         .events()
         .into_iter()
@@ -74,7 +73,7 @@ fn received(
     ))
 }
 
-fn expected(id: &str, traced: bool) -> (String, String, String, Option<String>, Option<String>) {
+fn expected(id: &str, traced: bool) -> Got {
     let trace = traced.then(|| TRACEPARENT.to_string());
     (
         "order.shipped".into(),
