@@ -42,6 +42,8 @@ pub enum RunError {
     SourcePanic(String),
     #[error(transparent)]
     Lookup(#[from] lookup::LookupError),
+    #[error("{0}")]
+    Registry(String),
 }
 
 /// A running bridge's handles, for tests and the binary.
@@ -106,13 +108,28 @@ pub async fn run_with(
         )
         .with_trace_forwarding(bridge.orceum.forward_trace_context),
     );
-    let dispatcher = Arc::new(Dispatcher::new(
-        bridge.routes.clone(),
-        &bridge.apps,
-        &bridge.app_limits,
-        &bridge.delivery,
-        ctx.clone(),
-    ));
+    let registry = match &bridge.schema_registry {
+        Some(settings) => {
+            let errors = metrics
+                .schema_registry_errors
+                .with_label_values(&[&settings.url]);
+            Some(Arc::new(
+                crate::format::registry::Registry::start(settings.clone(), errors)
+                    .map_err(RunError::Registry)?,
+            ))
+        }
+        None => None,
+    };
+    let dispatcher = Arc::new(
+        Dispatcher::new(
+            bridge.routes.clone(),
+            &bridge.apps,
+            &bridge.app_limits,
+            &bridge.delivery,
+            ctx.clone(),
+        )
+        .with_registry(registry),
+    );
 
     let lookup_stop = CancellationToken::new();
     // Only the tables some route reads are followed (and waited for by `/readyz`).

@@ -22,6 +22,8 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct Bridge {
     pub orceum: OrceumConfig,
+    /// `schema_registry:`, resolved (its password read).
+    pub schema_registry: Option<crate::format::registry::RegistrySettings>,
     /// `orceum.proxy`, resolved (credentials read, `from_env` looked up).
     pub proxy: Option<crate::orceum::proxy::Proxy>,
     pub apps: BTreeMap<String, App>,
@@ -164,6 +166,10 @@ pub fn validate_with(
 ) -> Result<Bridge, Vec<ConfigError>> {
     let mut errors = Vec::new();
     orceum(&file.orceum, &mut errors);
+    let schema_registry = file
+        .schema_registry
+        .as_ref()
+        .and_then(|r| registry_settings(r, env, &mut errors));
     let proxy = file.orceum.proxy.as_ref().and_then(|p| {
         proxy::resolve(
             p,
@@ -183,6 +189,7 @@ pub fn validate_with(
     let app_limits = app_limits(&file);
     if errors.is_empty() {
         Ok(Bridge {
+            schema_registry,
             orceum: file.orceum,
             proxy,
             app_limits,
@@ -576,6 +583,7 @@ fn routes(
                 },
                 source_metadata: r.source_metadata,
                 trace_metadata: r.trace_metadata,
+                format: route_format(r, &path, file.schema_registry.is_some(), errors),
                 reads_meta: Default::default(),
             }));
         }
@@ -728,6 +736,162 @@ pub(crate) fn keys<V>(map: &BTreeMap<String, V>) -> String {
         "none".into()
     } else {
         map.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// `schema_registry:`: an http(s) URL, the password read, the CA file a PEM bundle.
+fn registry_settings(
+    r: &SchemaRegistryConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<crate::format::registry::RegistrySettings> {
+    match reqwest::Url::parse(&r.url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+        Ok(u) => errors.push(ConfigError::new(
+            "schema_registry.url",
+            format!("scheme {:?}: use http:// or https://", u.scheme()),
+        )),
+        Err(e) => errors.push(ConfigError::new(
+            "schema_registry.url",
+            format!("{:?} is not a URL: {e}", r.url),
+        )),
+    }
+    let password = r.basic_auth.as_ref().and_then(|a| {
+        secret::read_plain(&a.password, env)
+            .map_err(|e| {
+                errors.push(ConfigError::new(
+                    "schema_registry.basic_auth.password",
+                    e.to_string(),
+                ))
+            })
+            .ok()
+    });
+    if let Some(ca) = &r.ca_file {
+        let ok = std::fs::read(ca)
+            .ok()
+            .and_then(|pem| reqwest::Certificate::from_pem_bundle(&pem).ok())
+            .is_some_and(|c| !c.is_empty());
+        if !ok {
+            errors.push(ConfigError::new(
+                "schema_registry.ca_file",
+                format!("{} is not a readable PEM bundle", ca.display()),
+            ));
+        }
+    }
+    if r.timeout.is_zero() {
+        errors.push(ConfigError::new(
+            "schema_registry.timeout",
+            "must be more than 0",
+        ));
+    }
+    Some(crate::format::registry::RegistrySettings {
+        url: r.url.clone(),
+        username: r.basic_auth.as_ref().map(|a| a.username.clone()),
+        password,
+        ca_file: r.ca_file.clone(),
+        timeout: r.timeout,
+    })
+}
+
+/// A route's `format:` with its local schema files, read and parsed now.
+fn route_format(
+    r: &RouteConfig,
+    path: &str,
+    registry: bool,
+    errors: &mut Vec<ConfigError>,
+) -> crate::format::Format {
+    use crate::format::Format;
+    let mut read = |key: &str, file: &std::path::Path| match std::fs::read(file) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            errors.push(ConfigError::new(
+                format!("{path}.{key}"),
+                format!("cannot read {}: {e}", file.display()),
+            ));
+            None
+        }
+    };
+    let avro_file = r
+        .avro_schema_file
+        .as_ref()
+        .and_then(|f| read("avro_schema_file", f));
+    let proto_file = r
+        .protobuf
+        .as_ref()
+        .and_then(|p| read("protobuf.descriptor_set", &p.descriptor_set));
+    let misplaced = |key: &str, errors: &mut Vec<ConfigError>| {
+        errors.push(ConfigError::new(
+            format!("{path}.{key}"),
+            format!(
+                "only read with format: {}",
+                if key == "avro_schema_file" {
+                    "avro"
+                } else {
+                    "protobuf"
+                }
+            ),
+        ))
+    };
+    match r.format {
+        PayloadFormat::Json | PayloadFormat::JsonSchema => {
+            if r.avro_schema_file.is_some() {
+                misplaced("avro_schema_file", errors);
+            }
+            if r.protobuf.is_some() {
+                misplaced("protobuf", errors);
+            }
+            if r.format == PayloadFormat::Json {
+                Format::Json
+            } else {
+                Format::JsonSchema
+            }
+        }
+        PayloadFormat::Avro => {
+            if r.protobuf.is_some() {
+                misplaced("protobuf", errors);
+            }
+            let local = avro_file.and_then(|bytes| {
+                let text = String::from_utf8_lossy(&bytes);
+                match crate::format::avro::AvroSchema::parse(&text, &[]) {
+                    Ok(s) => Some(Arc::new(s)),
+                    Err(e) => {
+                        errors.push(ConfigError::new(format!("{path}.avro_schema_file"), e));
+                        None
+                    }
+                }
+            });
+            if !registry && r.avro_schema_file.is_none() {
+                errors.push(ConfigError::new(
+                    format!("{path}.format"),
+                    "format: avro needs a schema: configure schema_registry (top level) or give this route avro_schema_file",
+                ));
+            }
+            Format::Avro { local }
+        }
+        PayloadFormat::Protobuf => {
+            if r.avro_schema_file.is_some() {
+                misplaced("avro_schema_file", errors);
+            }
+            let local = match (&r.protobuf, proto_file) {
+                (Some(p), Some(bytes)) => {
+                    match crate::format::protobuf::local_message(&bytes, &p.message) {
+                        Ok(m) => Some(m),
+                        Err(e) => {
+                            errors.push(ConfigError::new(format!("{path}.protobuf"), e));
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
+            if !registry && r.protobuf.is_none() {
+                errors.push(ConfigError::new(
+                    format!("{path}.format"),
+                    "format: protobuf needs a schema: configure schema_registry (top level) or give this route protobuf: { descriptor_set, message }",
+                ));
+            }
+            Format::Protobuf { local }
+        }
     }
 }
 

@@ -26,6 +26,60 @@ pub struct ConfigFile {
     /// Tables templates read with `lookup(NAME; KEY)`, by name.
     #[serde(default)]
     pub lookups: BTreeMap<String, LookupConfig>,
+    /// A Confluent-compatible Schema Registry, for routes with `format: avro | protobuf |
+    /// json_schema`.
+    #[serde(default)]
+    pub schema_registry: Option<SchemaRegistryConfig>,
+}
+
+/// `schema_registry:`: where schemas are fetched by id.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistryConfig {
+    pub url: String,
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuthConfig>,
+    /// Extra CA certificates (PEM) trusted for the registry.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_registry_timeout", with = "super::duration")]
+    pub timeout: Duration,
+}
+
+fn default_registry_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthConfig {
+    pub username: String,
+    pub password: SecretSource,
+}
+
+/// How a route's messages are encoded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadFormat {
+    /// JSON (and CloudEvents in JSON), the default.
+    #[default]
+    Json,
+    /// Avro in the Confluent wire format.
+    Avro,
+    /// Protobuf in the Confluent wire format.
+    Protobuf,
+    /// JSON in the Confluent wire format (a JSON Schema registered).
+    JsonSchema,
+}
+
+/// A route's local Protobuf schema (without a registry).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtobufRouteConfig {
+    /// A `FileDescriptorSet` (`protoc --include_imports --descriptor_set_out=FILE`).
+    pub descriptor_set: PathBuf,
+    /// The message's full name (`shop.Order`).
+    pub message: String,
 }
 
 /// One lookup table: where its entries come from (exactly one of `kafka`, `nats_kv`, `file`)
@@ -305,6 +359,16 @@ fn default_ack_wait() -> Duration {
 pub struct RouteConfig {
     pub name: String,
     pub source: String,
+    /// How the messages are encoded: json (default), avro, protobuf, json_schema.
+    #[serde(default)]
+    pub format: PayloadFormat,
+    /// Avro: with a registry, the reader schema (records are read as this version); without
+    /// one, the schema every record was written with.
+    #[serde(default)]
+    pub avro_schema_file: Option<PathBuf>,
+    /// Protobuf without a registry: the descriptor set and the message.
+    #[serde(default)]
+    pub protobuf: Option<ProtobufRouteConfig>,
     #[serde(default)]
     pub topics: Option<Vec<String>>,
     #[serde(default)]

@@ -22,7 +22,7 @@ use crate::message::{AckHandle, Admission, Final, Message, Submit};
 use crate::orceum::app::App;
 use crate::orceum::event::Priority;
 use crate::route::table::routes_for;
-use crate::route::{Mapped, Route};
+use crate::route::{Mapped, Parsed, Route};
 use crate::telemetry::events::Skipped;
 use deliver::record_for;
 use lane::{AppLane, AppLimits};
@@ -53,6 +53,8 @@ pub struct Dispatcher {
     watch: Arc<watch::Watch>,
     /// Where Kafka sources report their partitions, for each app's share of its rate limit.
     rate_shares: Arc<rate::RateShares>,
+    /// The Schema Registry, for routes that read a registry format.
+    registry: Option<Arc<crate::format::registry::Registry>>,
 }
 
 impl Dispatcher {
@@ -99,7 +101,17 @@ impl Dispatcher {
             ctx,
             watch: Arc::default(),
             rate_shares,
+            registry: None,
         }
+    }
+
+    /// The Schema Registry the routes' formats read schemas from.
+    pub fn with_registry(
+        mut self,
+        registry: Option<Arc<crate::format::registry::Registry>>,
+    ) -> Self {
+        self.registry = registry;
+        self
     }
 
     /// Where a Kafka source reports the partitions it owns after each rebalance.
@@ -149,10 +161,32 @@ impl Submit for Dispatcher {
             ack.finish(Final::Skipped);
             return Admission::Accepted;
         }
+        // Decoded once per format its routes read (one, nearly always); a schema not cached
+        // yet is fetched first, waiting while the registry cannot answer.
+        let decoding = crate::format::Decoding {
+            registry: self.registry.as_deref(),
+            stop: &self.ctx.abandon,
+            max_bytes: self.max_message_bytes,
+        };
+        let mut decoded: Vec<(&crate::format::Format, Parsed)> = Vec::with_capacity(1);
+        for r in &routes {
+            if !decoded.iter().any(|(f, _)| f.same(&r.format)) {
+                match crate::format::decode_as(&msg, &r.format, &decoding) {
+                    Ok(p) => decoded.push((&r.format, p)),
+                    // The bridge gives up what is unfinished: not final, not committed.
+                    Err(crate::format::registry::Abandoned) => return Admission::Accepted,
+                }
+            }
+        }
         let mapping = self.watch.mapping(&msg.source, &msg.origin);
-        let parsed = crate::format::decode(&msg, self.max_message_bytes);
-        let mapped: Vec<Mapped> = routes.iter().map(|r| r.map(&msg, &parsed)).collect();
-        drop(parsed);
+        let mapped: Vec<Mapped> = routes
+            .iter()
+            .map(|r| match decoded.iter().find(|(f, _)| f.same(&r.format)) {
+                Some((_, parsed)) => r.map(&msg, parsed),
+                None => r.map(&msg, &crate::format::decode(&msg, self.max_message_bytes)),
+            })
+            .collect();
+        drop(decoded);
         drop(mapping);
         // Admission after mapping: only the apps this message really goes to (a filter may
         // send it nowhere) decide whether it may come in. All or nothing, so a message is

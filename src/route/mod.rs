@@ -32,6 +32,8 @@ pub struct Route {
     pub source_metadata: bool,
     /// Adds the message's `traceparent` (when it has one) to the event's metadata.
     pub trace_metadata: bool,
+    /// How its messages are encoded.
+    pub format: crate::format::Format,
     /// Whether an expression reads `$meta`; worked out on first use.
     pub reads_meta: std::sync::OnceLock<bool>,
 }
@@ -333,6 +335,7 @@ mod tests {
             },
             source_metadata: true,
             trace_metadata: true,
+            format: Default::default(),
             reads_meta: Default::default(),
         }
     }

@@ -43,6 +43,7 @@ pub struct Metrics {
     pub orceum_actions: IntCounterVec,
     pub dead_letter_write_failures: IntCounterVec,
     pub rate_limit_per_second: prometheus::GaugeVec,
+    pub schema_registry_errors: IntCounterVec,
 }
 
 fn float_gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::GaugeVec {
@@ -305,6 +306,12 @@ impl Metrics {
                 "rate_limit_per_second",
                 "The rate limit in force on this replica for an app: its share of rate_limit.per_second (by the partitions it owns of the topics feeding the app, or 1/rate_limit.replicas).",
                 &["app"],
+            ),
+            schema_registry_errors: counter(
+                &r,
+                "schema_registry_errors_total",
+                "Schema fetches the registry did not answer (down, 5xx, timeout): the message waits and the fetch is retried.",
+                &["registry"],
             ),
             registry: r,
         }

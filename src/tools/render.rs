@@ -49,6 +49,8 @@ pub enum RenderError {
     LookupFile { name: String, reason: String },
     #[error("--meta {0:?}: expected key=value with key one of topic, partition, offset, key, timestamp, subject, sequence, header.NAME")]
     BadMeta(String),
+    #[error("{0}")]
+    Registry(String),
 }
 
 /// Fills the config's lookup tables from sample files (`NAME=FILE`, each as a `file:` table
@@ -163,7 +165,38 @@ pub fn render(
         headers,
         timestamp,
     };
-    let parsed = crate::format::decode(&msg, bridge.delivery.max_message_bytes);
+    // A registry that does not answer within 10 s is an error here, not a wait.
+    let registry = match &bridge.schema_registry {
+        Some(settings) if !matches!(route.format, crate::format::Format::Json) => Some(
+            crate::format::registry::Registry::start(
+                settings.clone(),
+                prometheus::IntCounter::new("render_registry_errors", "-")
+                    .unwrap_or_else(|e| unreachable!("static metric: {e}")),
+            )
+            .map_err(RenderError::Registry)?,
+        ),
+        _ => None,
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let timer = stop.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(10));
+        timer.cancel();
+    });
+    let decoding = crate::format::Decoding {
+        registry: registry.as_ref(),
+        stop: &stop,
+        max_bytes: bridge.delivery.max_message_bytes,
+    };
+    let parsed = crate::format::decode_as(&msg, &route.format, &decoding).map_err(|_| {
+        RenderError::Registry(format!(
+            "schema_registry {}: no answer within 10 s",
+            bridge
+                .schema_registry
+                .as_ref()
+                .map_or("", |s| s.url.as_str())
+        ))
+    })?;
     Ok(match route.map(&msg, &parsed) {
         Mapped::Event(ev) => {
             // validate() guarantees the app exists.

@@ -101,6 +101,8 @@ pub enum ReplayError {
     Client(#[from] crate::orceum::client::ClientBuildError),
     #[error("lookup {lookup} did not load within 5 minutes ({status}); its routes cannot be replayed without it")]
     Lookup { lookup: String, status: String },
+    #[error("{0}")]
+    Registry(String),
     #[error("--app {name:?}: no such app; apps: {known}")]
     UnknownApp { name: String, known: String },
     #[error("cannot read the dead letters: {reason} (replayed until then: {summary})")]
@@ -356,6 +358,19 @@ async fn replay_records(
         bridge.orceum.http2_prior_knowledge,
         bridge.proxy.as_ref(),
     )?;
+    let registry = match &bridge.schema_registry {
+        Some(settings) => Some(
+            crate::format::registry::Registry::start(
+                settings.clone(),
+                prometheus::IntCounter::new("replay_registry_errors", "-")
+                    .unwrap_or_else(|e| unreachable!("static metric: {e}")),
+            )
+            .map_err(ReplayError::Registry)?,
+        ),
+        None => None,
+    };
+    // Replay waits for the registry as long as it takes (Ctrl-C ends it).
+    let never = tokio_util::sync::CancellationToken::new();
     let retry = &bridge.delivery.retry;
     let policy = RetryPolicy::from_config(retry).giving_up_after(opts.max_elapsed);
     let mut summary = ReplaySummary::default();
@@ -391,8 +406,15 @@ async fn replay_records(
         };
         // The parsed message is not `Send`: map it and drop it before anything awaits.
         let mapped = {
-            let parsed = crate::format::decode(&rec.msg, bridge.delivery.max_message_bytes);
-            route.map(&rec.msg, &parsed)
+            let decoding = crate::format::Decoding {
+                registry: registry.as_ref(),
+                stop: &never,
+                max_bytes: bridge.delivery.max_message_bytes,
+            };
+            match crate::format::decode_as(&rec.msg, &route.format, &decoding) {
+                Ok(parsed) => route.map(&rec.msg, &parsed),
+                Err(_) => continue,
+            }
         };
         let event = match mapped {
             Mapped::Event(ev) => ev,
