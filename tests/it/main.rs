@@ -20,6 +20,7 @@
 //! - `orceum_answers`: every `action_taken` Orceum can answer (and a non-JSON 2xx), counted;
 //! - `properties`: property tests on config parsing, templates and request verification;
 //! - `replay`: `replay` of dead letters after a fix, and `--dry-run`;
+//! - `schema_formats`: Avro, Protobuf, JSON Schema from the serializers and a registry; its outage;
 //! - `secrets`: no secret in logs, `/metrics`, `render` output or `check` errors;
 //! - `signing`: the request on the wire, its signature checked against openssl;
 //! - `templates_cookbook`: the commands in docs/templates.md and docs/configuration.md, run;
@@ -50,6 +51,7 @@ mod nats;
 mod orceum_answers;
 mod properties;
 mod replay;
+mod schema_formats;
 mod secrets;
 mod signing;
 mod templates_cookbook;

@@ -4,7 +4,7 @@ own serializers (AvroSerializer, JSONSerializer, ProtobufSerializer) registering
 and framing each record in the Confluent wire format.
 
 Usage: produce_schema.py --brokers B --registry URL --topic T --format avro|json_schema|protobuf
-                         [--schema-version 1|2] [--count N] [--start S]
+                         [--schema-version 1|2] [--count N] [--start S] [--out FILE]
 Version 2 of each schema adds an optional `coupon` field (schema evolution). Prints one line,
 the schema id the serializer used.
 """
@@ -71,6 +71,7 @@ def main():
     p.add_argument("--schema-version", type=int, default=1)
     p.add_argument("--count", type=int, default=10)
     p.add_argument("--start", type=int, default=0)
+    p.add_argument("--out", help="write each framed value as a hex line here instead of producing")
     a = p.parse_args()
     v2 = a.schema_version == 2
     registry = SchemaRegistryClient({"url": a.registry})
@@ -87,7 +88,9 @@ def main():
         cls = protobuf_class(PROTO_V2 if v2 else PROTO_V1)
         serializer = ProtobufSerializer(cls, registry, {"use.deprecated.format": False})
         to_value = lambda d: cls(**d)
-    producer = Producer({"bootstrap.servers": a.brokers, "linger.ms": 0, "batch.num.messages": 1})
+    producer = None if a.out else Producer(
+        {"bootstrap.servers": a.brokers, "linger.ms": 0, "batch.num.messages": 1})
+    out = open(a.out, "w") if a.out else None
     ctx = SerializationContext(a.topic, MessageField.VALUE)
     failed = []
     schema_id = None
@@ -97,10 +100,16 @@ def main():
             order["coupon"] = f"C{i}"
         value = serializer(to_value(order), ctx)
         schema_id = int.from_bytes(value[1:5], "big")
+        if out:
+            out.write(value.hex() + "\n")
+            continue
         producer.produce(a.topic, value=value, key=f"k{i}".encode(), partition=0,
                          on_delivery=lambda err, _msg: err and failed.append(err))
         producer.poll(0)
-    producer.flush(30)
+    if out:
+        out.close()
+    else:
+        producer.flush(30)
     if failed:
         raise SystemExit(f"produce failed: {failed[0]}")
     print(schema_id)
