@@ -6,6 +6,10 @@
 //! and `installation_id` are `lookup("installations"; .user.id)`); the table's fill time and
 //! size are printed first.
 //!
+//! `avro_small` and `protobuf_small` are `small`'s fields in the Confluent wire format with a
+//! local schema (issue 17: decode + map + sign under 10 µs): `decode` is the format's decoder
+//! into the templates' input; `decode_template_serialise_sign` everything before HTTP.
+//!
 //! `cargo bench --bench hot_path -- --warm-up-time 1 --measurement-time 3`
 //!
 //! Target (issue 7): template + serialise + sign under 5 µs per small event on a 2-core machine.
@@ -273,5 +277,195 @@ fn hot_path(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, hot_path);
+/// `small`'s fields as an Avro record and as a Protobuf message, each framed (schema id 1).
+fn formats(c: &mut Criterion) {
+    use orceum_bridge::format::{decode_as, Decoding};
+    use prost_reflect::prost::Message as _;
+    use prost_reflect::prost_types::{
+        field_descriptor_proto::Type, DescriptorProto, FieldDescriptorProto, FileDescriptorProto,
+        FileDescriptorSet,
+    };
+    let dir = std::env::temp_dir().join(format!("orceum-bench-formats-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let avsc = dir.join("task.avsc");
+    let avro_schema = r#"{"type":"record","name":"Task","namespace":"bench","fields":[
+        {"name":"id","type":"string"},{"name":"title","type":"string"},
+        {"name":"status","type":"string"},{"name":"urgent","type":"boolean"},
+        {"name":"completed_at","type":"string"},
+        {"name":"user","type":{"type":"record","name":"User","fields":[
+            {"name":"id","type":"string"},{"name":"installation_id","type":"string"}]}}]}"#;
+    std::fs::write(&avsc, avro_schema).expect("write the schema");
+    let field =
+        |name: &str, number: i32, kind: Type, type_name: Option<&str>| FieldDescriptorProto {
+            name: Some(name.into()),
+            json_name: None,
+            number: Some(number),
+            r#type: Some(kind as i32),
+            type_name: type_name.map(String::from),
+            ..Default::default()
+        };
+    let set = FileDescriptorSet {
+        file: vec![FileDescriptorProto {
+            name: Some("bench/task.proto".into()),
+            package: Some("bench".into()),
+            syntax: Some("proto3".into()),
+            message_type: vec![
+                DescriptorProto {
+                    name: Some("User".into()),
+                    field: vec![
+                        field("id", 1, Type::String, None),
+                        field("installation_id", 2, Type::String, None),
+                    ],
+                    ..Default::default()
+                },
+                DescriptorProto {
+                    name: Some("Task".into()),
+                    field: vec![
+                        field("id", 1, Type::String, None),
+                        field("title", 2, Type::String, None),
+                        field("status", 3, Type::String, None),
+                        field("urgent", 4, Type::Bool, None),
+                        field("completed_at", 5, Type::String, None),
+                        field("user", 6, Type::Message, Some(".bench.User")),
+                    ],
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }],
+    };
+    let descriptors = dir.join("task.binpb");
+    std::fs::write(&descriptors, set.encode_to_vec()).expect("write the descriptors");
+    let config = format!(
+        r#"
+orceum: {{ base_url: "http://127.0.0.1:9/v1", timeout: 2s }}
+apps:
+  tasks: {{ app_id: app_123, secret: {{ env: ORCEUM_TASKS_SECRET }} }}
+sources:
+  events: {{ kafka: {{ bootstrap_servers: "localhost:9092" }} }}
+routes:
+  - name: avro
+    source: events
+    topics: [tasks]
+    format: avro
+    avro_schema_file: "{avsc}"
+    app: tasks
+    filter: '.status == "done"'
+    event:
+      installation_id: .user.installation_id
+      event_type: '"task.completed"'
+      event_data: '{{task_id: .id, title, completed_at}}'
+      timestamp: .completed_at
+      priority: 'if .urgent then "high" else "normal" end'
+  - name: protobuf
+    source: events
+    topics: [tasks]
+    format: protobuf
+    protobuf: {{ descriptor_set: "{descriptors}", message: bench.Task }}
+    app: tasks
+    filter: '.status == "done"'
+    event:
+      installation_id: .user.installationId
+      event_type: '"task.completed"'
+      event_data: '{{task_id: .id, title, completed_at: .completedAt}}'
+      timestamp: .completedAt
+      priority: 'if .urgent then "high" else "normal" end'
+"#,
+        avsc = avsc.display(),
+        descriptors = descriptors.display()
+    );
+    let bridge = load_str(&config, "bench.yaml", env).expect("bench formats config");
+    let app: App = bridge.apps["tasks"].clone();
+    let small: Value = serde_json::from_slice(&small_payload()).expect("small payload");
+    let text = |k: &str| small[k].as_str().unwrap_or_default().to_string();
+    let user = |k: &str| small["user"][k].as_str().unwrap_or_default().to_string();
+    // Avro: the datum, framed.
+    let avro = {
+        use apache_avro::types::Value as A;
+        let schema = apache_avro::Schema::parse_str(avro_schema).expect("avro schema");
+        let record = A::Record(vec![
+            ("id".into(), A::String(text("id"))),
+            ("title".into(), A::String(text("title"))),
+            ("status".into(), A::String(text("status"))),
+            (
+                "urgent".into(),
+                A::Boolean(small["urgent"].as_bool().unwrap_or(false)),
+            ),
+            ("completed_at".into(), A::String(text("completed_at"))),
+            (
+                "user".into(),
+                A::Record(vec![
+                    ("id".into(), A::String(user("id"))),
+                    ("installation_id".into(), A::String(user("installation_id"))),
+                ]),
+            ),
+        ]);
+        let mut framed = vec![0, 0, 0, 0, 1];
+        framed.extend(apache_avro::to_avro_datum(&schema, record).expect("avro datum"));
+        framed
+    };
+    // Protobuf: the message, framed with the index list `[0]` (one 0 byte).
+    let protobuf = {
+        let pool = prost_reflect::DescriptorPool::decode(set.encode_to_vec().as_slice())
+            .expect("descriptor pool");
+        let task = pool.get_message_by_name("bench.Task").expect("Task");
+        let user_desc = pool.get_message_by_name("bench.User").expect("User");
+        let mut u = prost_reflect::DynamicMessage::new(user_desc);
+        u.set_field_by_name("id", prost_reflect::Value::String(user("id")));
+        u.set_field_by_name(
+            "installation_id",
+            prost_reflect::Value::String(user("installation_id")),
+        );
+        let mut t = prost_reflect::DynamicMessage::new(task);
+        for k in ["id", "title", "status", "completed_at"] {
+            t.set_field_by_name(k, prost_reflect::Value::String(text(k)));
+        }
+        t.set_field_by_name(
+            "urgent",
+            prost_reflect::Value::Bool(small["urgent"].as_bool().unwrap_or(false)),
+        );
+        t.set_field_by_name("user", prost_reflect::Value::Message(u));
+        let mut framed = vec![0, 0, 0, 0, 1, 0];
+        framed.extend(t.encode_to_vec());
+        framed
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let decoding = Decoding {
+        registry: None,
+        stop: &stop,
+        max_bytes: 1 << 20,
+    };
+    for (name, route, payload) in [
+        ("avro_small", bridge.routes[0].clone(), avro),
+        ("protobuf_small", bridge.routes[1].clone(), protobuf),
+    ] {
+        let msg = message("tasks", payload);
+        let parsed = decode_as(&msg, &route.format, &decoding).expect("decoded");
+        let ev = event(&route, &msg, &parsed);
+        eprintln!(
+            "{name}: message {} B, body {} B",
+            msg.payload.len(),
+            ev.to_body().len()
+        );
+        let mut g = c.benchmark_group(name);
+        g.throughput(Throughput::Elements(1));
+        g.bench_function("decode", |b| {
+            b.iter(|| decode_as(black_box(&msg), &route.format, &decoding))
+        });
+        g.bench_function("decode_template_serialise_sign", |b| {
+            b.iter(|| {
+                let parsed = match decode_as(black_box(&msg), &route.format, &decoding) {
+                    Ok(p) => p,
+                    Err(_) => unreachable!("no registry to wait for"),
+                };
+                let ev = event(&route, &msg, &parsed);
+                prepare("http://127.0.0.1:9/v1", &app, ev.to_body())
+            })
+        });
+        g.finish();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, hot_path, formats);
 criterion_main!(benches);

@@ -111,6 +111,10 @@ enum Command {
         /// subject=…, sequence=… (JetStream); any bus timestamp=… (RFC 3339), header.NAME=…
         #[arg(long = "meta")]
         meta: Vec<String>,
+        /// Read the sample as json, avro, protobuf or json_schema (a Confluent-framed record
+        /// from --input) instead of the route's own format.
+        #[arg(long, value_parser = ["json", "avro", "protobuf", "json_schema"])]
+        format: Option<String>,
         /// The input holds one sample message per line (NDJSON): print one JSON verdict per
         /// line (send with the body, skipped, dead_letter with its kind) and the counts on
         /// stderr; exit 4 if any line would be dead-lettered, else 3 if any is skipped.
@@ -337,8 +341,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             input,
             meta,
             lookups,
+            format,
             ndjson,
         } => {
+            use orceum_bridge::config::PayloadFormat;
+            let format = format.as_deref().map(|f| match f {
+                "avro" => PayloadFormat::Avro,
+                "protobuf" => PayloadFormat::Protobuf,
+                "json_schema" => PayloadFormat::JsonSchema,
+                _ => PayloadFormat::Json,
+            });
             let Some(bridge) = load_or_report(&config) else {
                 return Ok(ExitCode::from(exit::ERROR));
             };
@@ -375,8 +387,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 )
             } else {
                 use orceum_bridge::tools::render::Rendered;
-                let rendered =
-                    orceum_bridge::tools::render::render(&bridge, &route, &bytes, &meta)?;
+                let rendered = orceum_bridge::tools::render::render_as(
+                    &bridge, &route, &bytes, &meta, format,
+                )?;
                 let code = match rendered {
                     Rendered::Send(_) => exit::OK,
                     Rendered::Skipped(_) => exit::SKIPPED,

@@ -37,6 +37,37 @@ impl fmt::Display for Rendered {
     }
 }
 
+/// The format a sample is read as: the route's, or `--format`'s with what schema there is.
+fn read_as(
+    route: &crate::route::Route,
+    format: Option<crate::config::PayloadFormat>,
+    registry: bool,
+) -> Result<crate::format::Format, RenderError> {
+    use crate::config::PayloadFormat as P;
+    use crate::format::Format as F;
+    let Some(wanted) = format else {
+        return Ok(route.format.clone());
+    };
+    let format = match (wanted, &route.format) {
+        (P::Json, _) => F::Json,
+        (P::JsonSchema, _) => F::JsonSchema,
+        (P::Avro, f @ F::Avro { .. }) | (P::Protobuf, f @ F::Protobuf { .. }) => f.clone(),
+        (P::Avro, _) if registry => F::Avro { local: None },
+        (P::Protobuf, _) if registry => F::Protobuf { local: None },
+        (other, _) => {
+            return Err(RenderError::Registry(format!(
+                "--format {}: route {} has no schema for it and no schema_registry is configured",
+                match other {
+                    P::Avro => "avro",
+                    _ => "protobuf",
+                },
+                route.name
+            )))
+        }
+    };
+    Ok(format)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
     #[error("no route named {name:?}; routes: {known}")]
@@ -95,6 +126,19 @@ pub fn render(
     route_name: &str,
     input: &[u8],
     meta: &[String],
+) -> Result<Rendered, RenderError> {
+    render_as(bridge, route_name, input, meta, None)
+}
+
+/// [`render`], reading the sample as `format` instead of the route's own (`render --format`):
+/// a binary Avro, Protobuf or JSON Schema record (from a file), with the route's local schema
+/// when it reads that format, else the registry's.
+pub fn render_as(
+    bridge: &Bridge,
+    route_name: &str,
+    input: &[u8],
+    meta: &[String],
+    format: Option<crate::config::PayloadFormat>,
 ) -> Result<Rendered, RenderError> {
     let Some(route) = bridge.routes.iter().find(|r| r.name == route_name) else {
         return Err(RenderError::UnknownRoute {
@@ -167,7 +211,7 @@ pub fn render(
     };
     // A registry that does not answer within 10 s is an error here, not a wait.
     let registry = match &bridge.schema_registry {
-        Some(settings) if !matches!(route.format, crate::format::Format::Json) => Some(
+        Some(settings) => Some(
             crate::format::registry::Registry::start(
                 settings.clone(),
                 prometheus::IntCounter::new("render_registry_errors", "-")
@@ -188,7 +232,8 @@ pub fn render(
         stop: &stop,
         max_bytes: bridge.delivery.max_message_bytes,
     };
-    let parsed = crate::format::decode_as(&msg, &route.format, &decoding).map_err(|_| {
+    let format = read_as(route, format, bridge.schema_registry.is_some())?;
+    let parsed = crate::format::decode_as(&msg, &format, &decoding).map_err(|_| {
         RenderError::Registry(format!(
             "schema_registry {}: no answer within 10 s",
             bridge

@@ -401,3 +401,74 @@ async fn the_registry_down_for_30s_mid_stream_loses_nothing_and_dead_letters_not
     );
     assert_eq!(events["o-25"].0, serde_json::json!({"string": "C25"}));
 }
+
+/// `render` reads a binary record from a file: a framed Avro datum through a route with a
+/// local schema (no registry), a record with a wrong magic byte, and `--format json` on the
+/// same bytes.
+#[tokio::test]
+async fn render_reads_a_binary_avro_record_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = r#"{"type":"record","name":"Order","namespace":"shop","fields":[{"name":"installation_id","type":"string"},{"name":"order_id","type":"string"},{"name":"total","type":"double"}]}"#;
+    let avsc = dir.path().join("order.avsc");
+    std::fs::write(&avsc, schema).unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "orceum: {{ base_url: \"http://127.0.0.1:9/v1\" }}\napps:\n  a: {{ app_id: app_a, secret: {{ env: SECRET_A }} }}\nsources:\n  events: {{ kafka: {{ bootstrap_servers: \"127.0.0.1:9\", group_id: g }} }}\nroutes:\n{}",
+            route("t", "avro", &format!("    avro_schema_file: \"{}\"\n", avsc.display()), (".installation_id", ".order_id", ".total"))
+        ),
+    )
+    .unwrap();
+    use apache_avro::types::Value as A;
+    let datum = apache_avro::to_avro_datum(
+        &apache_avro::Schema::parse_str(schema).unwrap(),
+        A::Record(vec![
+            ("installation_id".into(), A::String("inst_9".into())),
+            ("order_id".into(), A::String("o-9".into())),
+            ("total".into(), A::Double(9.5)),
+        ]),
+    )
+    .unwrap();
+    let record = dir.path().join("record.bin");
+    std::fs::write(&record, [&[0u8, 0, 0, 0, 7][..], &datum].concat()).unwrap();
+    let bad = dir.path().join("bad.bin");
+    std::fs::write(&bad, [&[5u8, 0, 0, 0, 7][..], &datum].concat()).unwrap();
+    let render = |file: &Path, extra: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_orceum-bridge"));
+        cmd.args(["render", "--route", "orders", "-c"])
+            .arg(&config)
+            .arg("--input")
+            .arg(file)
+            .args(extra);
+        for (k, v) in env_vars() {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = render(&record, &[]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains(r#""installation_id":"inst_9""#)
+            && said.contains(r#""order_id":"o-9""#)
+            && said.contains(r#""schema_id":7"#)
+            && said.contains(r#""format":"avro""#),
+        "{said}"
+    );
+    let out = render(&bad, &[]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(4), "{said}");
+    assert!(
+        said.starts_with("DEAD-LETTER (schema): avro record: magic byte 5"),
+        "{said}"
+    );
+    let out = render(&record, &["--format", "json"]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(4), "binary is not JSON: {said}");
+}
