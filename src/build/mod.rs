@@ -983,6 +983,51 @@ delivery: { retry: { max_elapsed: none } }
     }
 
     #[test]
+    fn a_binary_format_needs_a_schema_and_its_keys_belong_to_their_format() {
+        let text = GOOD.replace(
+            "    app: tasks\n",
+            "    app: tasks\n    format: avro\n    protobuf: { descriptor_set: /nonexistent.binpb, message: shop.Order }\n",
+        );
+        let errs = load_str(&text, "t.yaml", env).unwrap_err().errors;
+        let said: Vec<String> = errs
+            .iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect();
+        assert!(
+            said.iter().any(|e| e.starts_with(
+                "routes[0].format: format: avro needs a schema: configure schema_registry"
+            )),
+            "{said:#?}"
+        );
+        assert!(
+            said.iter()
+                .any(|e| e.starts_with("routes[0].protobuf: only read with format: protobuf")),
+            "{said:#?}"
+        );
+        assert!(
+            said.iter().any(|e| e
+                .starts_with("routes[0].protobuf.descriptor_set: cannot read /nonexistent.binpb")),
+            "{said:#?}"
+        );
+        // With a registry, avro needs nothing more.
+        let text = GOOD.replace("    app: tasks\n", "    app: tasks\n    format: avro\n")
+            + "schema_registry: { url: \"http://127.0.0.1:8081\", basic_auth: { username: u, password: { env: SR_PASSWORD } } }\n";
+        let errs = load_str(&text, "t.yaml", env).unwrap_err().errors;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "schema_registry.basic_auth.password");
+        let b = load_str(&text, "t.yaml", |n| {
+            if n == "SR_PASSWORD" {
+                Some("pw".into())
+            } else {
+                env(n)
+            }
+        })
+        .unwrap();
+        assert_eq!(b.routes[0].format.name(), "avro");
+        assert!(b.schema_registry.is_some());
+    }
+
+    #[test]
     fn a_default_fills_an_unset_variable() {
         let text = GOOD.replace(
             "http://127.0.0.1:8080/v1",
