@@ -169,7 +169,7 @@ pub fn validate_with(
     let schema_registry = file
         .schema_registry
         .as_ref()
-        .and_then(|r| registry_settings(r, env, &mut errors));
+        .and_then(|r| registry_settings(r, file.orceum.allow_insecure_http, env, &mut errors));
     let proxy = file.orceum.proxy.as_ref().and_then(|p| {
         proxy::resolve(
             p,
@@ -742,10 +742,21 @@ pub(crate) fn keys<V>(map: &BTreeMap<String, V>) -> String {
 /// `schema_registry:`: an http(s) URL, the password read, the CA file a PEM bundle.
 fn registry_settings(
     r: &SchemaRegistryConfig,
+    allow_insecure_http: bool,
     env: &dyn Fn(&str) -> Option<String>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<crate::format::registry::RegistrySettings> {
     match reqwest::Url::parse(&r.url) {
+        Ok(u) if u.scheme() == "http"
+            && r.basic_auth.is_some()
+            && !crate::orceum::proxy::is_loopback(&u)
+            && !allow_insecure_http =>
+        {
+            errors.push(ConfigError::new(
+                "schema_registry.url",
+                "basic_auth over plain http:// to a non-loopback host would send the password in clear; use https:// or set orceum.allow_insecure_http: true",
+            ))
+        }
         Ok(u) if matches!(u.scheme(), "http" | "https") => {}
         Ok(u) => errors.push(ConfigError::new(
             "schema_registry.url",

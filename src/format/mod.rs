@@ -98,7 +98,7 @@ pub fn decode_as(msg: &Message, format: &Format, d: &Decoding<'_>) -> Result<Par
     };
     let wrong_type = |s: &Registered| {
         schema(format!(
-            "schema id {id} is a {} schema; the route reads {}",
+            "schema id {id} is registered as {}; the route reads {}",
             s.kind(),
             format.name()
         ))

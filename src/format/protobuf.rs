@@ -3,8 +3,10 @@
 //! proto3 JSON mapping (lowerCamelCase field names, 64-bit integers as strings, enums by name,
 //! `google.protobuf` well-known types in their JSON forms, default values left out).
 //!
-//! A registered schema is read as the serialized `FileDescriptorProto` (base64), which is what
-//! confluent-kafka's serializers register; its references are added to the pool first.
+//! A registered schema is either `.proto` text (what the Java and Go serializers register),
+//! compiled with `protox` against its references (by their import names) and the
+//! `google/protobuf` well-known types, or a serialized `FileDescriptorProto` in base64 (what
+//! confluent-kafka's Python serializers register), whose references are added first.
 
 use base64::Engine;
 use prost_reflect::{DescriptorPool, DynamicMessage, FileDescriptor, MessageDescriptor};
@@ -16,27 +18,61 @@ pub struct ProtoSchema {
 }
 
 impl ProtoSchema {
-    /// A registered schema: `text` is a base64 `FileDescriptorProto`; `references` the same
-    /// for its imports, in dependency order.
-    pub fn parse(text: &str, references: &[String]) -> Result<Self, String> {
-        let decode = |t: &str| {
+    /// A registered schema: `text` is `.proto` source or a base64 `FileDescriptorProto`;
+    /// `references` its imports as `(import name, schema)`, in dependency order.
+    pub fn parse(text: &str, references: &[(String, String)]) -> Result<Self, String> {
+        let base64 = |t: &str| {
             base64::engine::general_purpose::STANDARD
                 .decode(t.trim())
-                .map_err(|_| {
-                    "the registered Protobuf schema is .proto text; this bridge reads schemas registered as serialized descriptors (base64), as confluent-kafka's serializers register them".to_string()
-                })
+                .ok()
+        };
+        let Some(main) = base64(text) else {
+            return Self::compile(text, references);
         };
         let mut pool = DescriptorPool::new();
-        for r in references {
-            pool.decode_file_descriptor_proto(decode(r)?.as_slice())
-                .map_err(|e| format!("a referenced Protobuf file does not load: {e}"))?;
+        for (name, r) in references {
+            let bytes = base64(r).ok_or_else(|| {
+                format!("the referenced {name:?} is .proto text while the schema is a descriptor")
+            })?;
+            pool.decode_file_descriptor_proto(bytes.as_slice())
+                .map_err(|e| format!("the referenced {name:?} does not load: {e}"))?;
         }
-        pool.decode_file_descriptor_proto(decode(text)?.as_slice())
+        pool.decode_file_descriptor_proto(main.as_slice())
             .map_err(|e| format!("not a Protobuf file descriptor: {e}"))?;
         let file = pool
             .files()
             .last()
             .ok_or_else(|| "an empty Protobuf schema".to_string())?;
+        Ok(Self { file })
+    }
+
+    /// `.proto` source compiled with its references (by import name) and the well-known types.
+    fn compile(text: &str, references: &[(String, String)]) -> Result<Self, String> {
+        use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
+        const MAIN: &str = "registered.proto";
+        struct Sources(std::collections::HashMap<String, String>);
+        impl FileResolver for Sources {
+            fn open_file(&self, name: &str) -> Result<File, protox::Error> {
+                match self.0.get(name) {
+                    Some(source) => File::from_source(name, source),
+                    None => Err(protox::Error::file_not_found(name)),
+                }
+            }
+        }
+        let mut sources: std::collections::HashMap<String, String> =
+            references.iter().cloned().collect();
+        sources.insert(MAIN.to_string(), text.to_string());
+        let mut resolver = ChainFileResolver::new();
+        resolver.add(Sources(sources));
+        resolver.add(GoogleFileResolver::new());
+        let mut compiler = protox::Compiler::with_file_resolver(resolver);
+        compiler
+            .open_file(MAIN)
+            .map_err(|e| format!("the .proto does not compile: {e}"))?;
+        let file = compiler
+            .descriptor_pool()
+            .get_file_by_name(MAIN)
+            .ok_or_else(|| "the compiled .proto is not in its pool".to_string())?;
         Ok(Self { file })
     }
 
@@ -84,4 +120,38 @@ pub fn decode(message: &MessageDescriptor, bytes: &[u8]) -> Result<serde_json::V
         )
     })?;
     serde_json::to_value(&m).map_err(|e| format!("{} has no JSON form: {e}", message.full_name()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_proto_text_compiles_with_its_references_and_the_well_known_types() {
+        let coupon = "syntax = \"proto3\";\npackage shop;\nmessage Coupon { string code = 1; }\n";
+        let order = "syntax = \"proto3\";\npackage shop;\nimport \"shop/coupon.proto\";\nimport \"google/protobuf/timestamp.proto\";\nmessage Order {\n  string installation_id = 1;\n  int64 total_cents = 2;\n  shop.Coupon coupon = 3;\n  google.protobuf.Timestamp at = 4;\n  message Line { string sku = 1; }\n}\n";
+        let schema =
+            ProtoSchema::parse(order, &[("shop/coupon.proto".into(), coupon.into())]).unwrap();
+        let message = schema.message(&[0]).unwrap();
+        assert_eq!(message.full_name(), "shop.Order");
+        assert_eq!(
+            schema.message(&[0, 0]).unwrap().full_name(),
+            "shop.Order.Line"
+        );
+        assert!(schema.message(&[1]).is_err());
+        let mut m = DynamicMessage::new(message.clone());
+        m.set_field_by_name(
+            "installation_id",
+            prost_reflect::Value::String("inst_1".into()),
+        );
+        m.set_field_by_name("total_cents", prost_reflect::Value::I64(1250));
+        use prost_reflect::prost::Message as _;
+        let json = decode(&message, &m.encode_to_vec()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"installationId": "inst_1", "totalCents": "1250"}),
+            "the canonical mapping: camelCase names, int64 as a string, defaults left out"
+        );
+        assert!(ProtoSchema::parse("syntax = \"proto3\"; message {", &[]).is_err());
+    }
 }

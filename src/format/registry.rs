@@ -234,6 +234,9 @@ struct Document {
 
 #[derive(serde::Deserialize)]
 struct Reference {
+    /// The import name (`shop/coupon.proto`, or an Avro type's full name).
+    #[serde(default)]
+    name: String,
     subject: String,
     version: i64,
 }
@@ -282,11 +285,10 @@ impl Client {
             Err(why) => return Fetched::Unavailable(why),
         };
         // References, depth first: dependencies before what uses them.
-        let mut references: Vec<String> = Vec::new();
         let mut pending: Vec<(Reference, usize)> =
             doc.references.into_iter().rev().map(|r| (r, 0)).collect();
         let mut seen = std::collections::HashSet::new();
-        let mut ordered: Vec<(usize, String)> = Vec::new();
+        let mut ordered: Vec<(usize, String, String)> = Vec::new();
         while let Some((r, depth)) = pending.pop() {
             if !seen.insert((r.subject.clone(), r.version)) {
                 continue;
@@ -305,20 +307,21 @@ impl Client {
             match self.get(&path).await {
                 Ok(Got::Doc(d)) => {
                     pending.extend(d.references.into_iter().map(|r| (r, depth + 1)));
-                    ordered.push((depth, d.schema));
+                    ordered.push((depth, r.name, d.schema));
                 }
                 Ok(Got::NotFound(why)) => return Fetched::Unknown(why),
                 Err(why) => return Fetched::Unavailable(why),
             }
         }
         // Deepest first: what a schema references is defined before it.
-        ordered.sort_by_key(|(depth, _)| std::cmp::Reverse(*depth));
-        references.extend(ordered.into_iter().map(|(_, s)| s));
+        ordered.sort_by_key(|(depth, _, _)| std::cmp::Reverse(*depth));
+        let named: Vec<(String, String)> = ordered.into_iter().map(|(_, n, s)| (n, s)).collect();
+        let references: Vec<String> = named.iter().map(|(_, s)| s.clone()).collect();
         let parsed = match doc.schema_type.as_deref().unwrap_or("AVRO") {
             "AVRO" => {
                 AvroSchema::parse(&doc.schema, &references).map(|s| Registered::Avro(Box::new(s)))
             }
-            "PROTOBUF" => ProtoSchema::parse(&doc.schema, &references).map(Registered::Protobuf),
+            "PROTOBUF" => ProtoSchema::parse(&doc.schema, &named).map(Registered::Protobuf),
             "JSON" => Ok(Registered::Json),
             other => Err(format!(
                 "schema type {other:?} is not one this bridge reads"
@@ -326,7 +329,7 @@ impl Client {
         };
         match parsed {
             Ok(s) => Fetched::Found(s),
-            Err(why) => Fetched::Unknown(format!("schema {id}: {why}")),
+            Err(why) => Fetched::Unknown(why),
         }
     }
 }
