@@ -131,6 +131,17 @@ impl Registry {
         })
     }
 
+    /// For a command around the engine (`render`, `replay`): the registry when one is
+    /// configured, its failed fetches counted nowhere.
+    pub fn for_tool(settings: Option<&RegistrySettings>) -> Result<Option<Self>, String> {
+        let Some(settings) = settings else {
+            return Ok(None);
+        };
+        let errors = prometheus::IntCounter::new("schema_registry_errors", "-")
+            .unwrap_or_else(|e| unreachable!("static metric: {e}"));
+        Self::start(settings.clone(), errors).map(Some)
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }

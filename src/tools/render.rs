@@ -210,17 +210,8 @@ pub fn render_as(
         timestamp,
     };
     // A registry that does not answer within 10 s is an error here, not a wait.
-    let registry = match &bridge.schema_registry {
-        Some(settings) => Some(
-            crate::format::registry::Registry::start(
-                settings.clone(),
-                prometheus::IntCounter::new("render_registry_errors", "-")
-                    .unwrap_or_else(|e| unreachable!("static metric: {e}")),
-            )
-            .map_err(RenderError::Registry)?,
-        ),
-        _ => None,
-    };
+    let registry = crate::format::registry::Registry::for_tool(bridge.schema_registry.as_ref())
+        .map_err(RenderError::Registry)?;
     let stop = tokio_util::sync::CancellationToken::new();
     let timer = stop.clone();
     std::thread::spawn(move || {

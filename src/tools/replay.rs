@@ -358,17 +358,8 @@ async fn replay_records(
         bridge.orceum.http2_prior_knowledge,
         bridge.proxy.as_ref(),
     )?;
-    let registry = match &bridge.schema_registry {
-        Some(settings) => Some(
-            crate::format::registry::Registry::start(
-                settings.clone(),
-                prometheus::IntCounter::new("replay_registry_errors", "-")
-                    .unwrap_or_else(|e| unreachable!("static metric: {e}")),
-            )
-            .map_err(ReplayError::Registry)?,
-        ),
-        None => None,
-    };
+    let registry = crate::format::registry::Registry::for_tool(bridge.schema_registry.as_ref())
+        .map_err(ReplayError::Registry)?;
     // Replay waits for the registry as long as it takes (Ctrl-C ends it).
     let never = tokio_util::sync::CancellationToken::new();
     let retry = &bridge.delivery.retry;

@@ -319,6 +319,20 @@ observability: {{ listen: "127.0.0.1:0", log_format: text }}
     )
 }
 
+/// A JetStream stream in memory capturing `NAME.>`.
+async fn memory_stream(url: &str, name: &str) -> async_nats::jetstream::Context {
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.expect("connect nats"));
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: name.to_string(),
+        subjects: vec![format!("{name}.>")],
+        storage: async_nats::jetstream::stream::StorageType::Memory,
+        ..Default::default()
+    })
+    .await
+    .expect("create stream");
+    js
+}
+
 fn present(metrics: &str, name: &str) -> bool {
     metrics
         .lines()
@@ -379,15 +393,7 @@ async fn every_metric_in_the_dashboard_and_alerts_is_exported_by_the_bridge() {
     let nats_url = std::env::var("ORCEUM_TEST_NATS").ok();
     let stream = format!("DEPLOY_METRICS_{}", std::process::id());
     if let Some(url) = &nats_url {
-        let js = async_nats::jetstream::new(async_nats::connect(url).await.expect("connect nats"));
-        js.create_stream(async_nats::jetstream::stream::Config {
-            name: stream.clone(),
-            subjects: vec![format!("{stream}.>")],
-            storage: async_nats::jetstream::stream::StorageType::Memory,
-            ..Default::default()
-        })
-        .await
-        .expect("create stream");
+        let js = memory_stream(url, &stream).await;
         for i in 0..5 {
             js.publish(
                 format!("{stream}.tasks"),
@@ -454,15 +460,7 @@ async fn every_series_the_dashboard_and_alerts_reference_exists_right_after_star
     let nats_url = std::env::var("ORCEUM_TEST_NATS").ok();
     let stream = format!("DEPLOY_METRICS_START_{}", std::process::id());
     if let Some(url) = &nats_url {
-        let js = async_nats::jetstream::new(async_nats::connect(url).await.expect("connect nats"));
-        js.create_stream(async_nats::jetstream::stream::Config {
-            name: stream.clone(),
-            subjects: vec![format!("{stream}.>")],
-            storage: async_nats::jetstream::stream::StorageType::Memory,
-            ..Default::default()
-        })
-        .await
-        .expect("create stream");
+        memory_stream(url, &stream).await;
     }
     let yaml = config(
         &sandbox.base_url(),
