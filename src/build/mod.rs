@@ -747,6 +747,11 @@ fn registry_settings(
     errors: &mut Vec<ConfigError>,
 ) -> Option<crate::format::registry::RegistrySettings> {
     match reqwest::Url::parse(&r.url) {
+        // The URL is shown (logs, the metric's label): credentials go in basic_auth.
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => errors.push(ConfigError::new(
+            "schema_registry.url",
+            "credentials in the URL would be shown in logs and metrics; give them as basic_auth: { username, password: {env: …} }",
+        )),
         Ok(u) if u.scheme() == "http"
             && r.basic_auth.is_some()
             && !crate::orceum::proxy::is_loopback(&u)
@@ -762,9 +767,10 @@ fn registry_settings(
             "schema_registry.url",
             format!("scheme {:?}: use http:// or https://", u.scheme()),
         )),
+        // Not echoed: it may hold a password.
         Err(e) => errors.push(ConfigError::new(
             "schema_registry.url",
-            format!("{:?} is not a URL: {e}", r.url),
+            format!("not a URL ({e}); use http(s)://HOST:PORT"),
         )),
     }
     let password = r.basic_auth.as_ref().and_then(|a| {
@@ -1019,6 +1025,14 @@ delivery: { retry: { max_elapsed: none } }
             said.iter().any(|e| e
                 .starts_with("routes[0].protobuf.descriptor_set: cannot read /nonexistent.binpb")),
             "{said:#?}"
+        );
+        let leaky =
+            GOOD.to_string() + "schema_registry: { url: \"https://u:hunter2@registry:8081\" }\n";
+        let errs = load_str(&leaky, "t.yaml", env).unwrap_err().errors;
+        assert_eq!(errs[0].path, "schema_registry.url");
+        assert!(
+            errs.iter().all(|e| !e.message.contains("hunter2")),
+            "{errs:?}"
         );
         // With a registry, avro needs nothing more.
         let text = GOOD.replace("    app: tasks\n", "    app: tasks\n    format: avro\n")

@@ -168,12 +168,17 @@ impl Submit for Dispatcher {
             stop: &self.ctx.abandon,
             max_bytes: self.max_message_bytes,
         };
-        let mut decoded: Vec<(&crate::format::Format, Parsed)> = Vec::with_capacity(1);
-        for r in &routes {
-            if !decoded.iter().any(|(f, _)| f.same(&r.format)) {
+        // The first route's format (nearly always every route's): no allocation.
+        let first = &routes[0].format;
+        let Ok(parsed) = crate::format::decode_as(&msg, first, &decoding) else {
+            // The bridge gives up what is unfinished: not final, not committed.
+            return Admission::Accepted;
+        };
+        let mut others: Vec<(&crate::format::Format, Parsed)> = Vec::new();
+        for r in routes.iter().filter(|r| !r.format.same(first)) {
+            if !others.iter().any(|(f, _)| f.same(&r.format)) {
                 match crate::format::decode_as(&msg, &r.format, &decoding) {
-                    Ok(p) => decoded.push((&r.format, p)),
-                    // The bridge gives up what is unfinished: not final, not committed.
+                    Ok(p) => others.push((&r.format, p)),
                     Err(crate::format::registry::Abandoned) => return Admission::Accepted,
                 }
             }
@@ -181,12 +186,20 @@ impl Submit for Dispatcher {
         let mapping = self.watch.mapping(&msg.source, &msg.origin);
         let mapped: Vec<Mapped> = routes
             .iter()
-            .map(|r| match decoded.iter().find(|(f, _)| f.same(&r.format)) {
-                Some((_, parsed)) => r.map(&msg, parsed),
-                None => r.map(&msg, &crate::format::decode(&msg, self.max_message_bytes)),
+            .map(|r| {
+                let parsed = if r.format.same(first) {
+                    &parsed
+                } else {
+                    others
+                        .iter()
+                        .find(|(f, _)| f.same(&r.format))
+                        .map_or(&parsed, |(_, p)| p)
+                };
+                r.map(&msg, parsed)
             })
             .collect();
-        drop(decoded);
+        drop(others);
+        drop(parsed);
         drop(mapping);
         // Admission after mapping: only the apps this message really goes to (a filter may
         // send it nowhere) decide whether it may come in. All or nothing, so a message is

@@ -58,7 +58,8 @@ mod tests {
             let secret = format!("whs_{secret}");
             let text = format!("{before}{secret}{after}");
             let out = scrub_secrets(&text);
-            prop_assert!(!out.contains(&secret), "{out:?}");
+            // The marker itself may look like a short secret (`whs_[`): look outside it.
+            prop_assert!(!out.replace(REDACTED, "").contains(&secret), "{out:?}");
             prop_assert!(out.contains(REDACTED), "{out:?}");
         }
 
