@@ -27,11 +27,9 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Why `run` could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("observability.listen: cannot listen on {addr}: {source}; pick a free port")]
-    Listen {
-        addr: String,
-        source: std::io::Error,
-    },
+    /// The cause is in the message, not chained (an error chain would print it twice).
+    #[error("observability.listen: cannot listen on {addr}: {error}; pick a free port")]
+    Listen { addr: String, error: std::io::Error },
     #[error("orceum: {0}")]
     Client(#[from] orceum::client::ClientBuildError),
     #[error(transparent)]
@@ -72,13 +70,13 @@ pub async fn run_with(
     let listen = bridge.observability.listen.clone();
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
-        .map_err(|source| RunError::Listen {
+        .map_err(|error| RunError::Listen {
             addr: listen.clone(),
-            source,
+            error,
         })?;
-    let local_addr = listener.local_addr().map_err(|source| RunError::Listen {
+    let local_addr = listener.local_addr().map_err(|error| RunError::Listen {
         addr: listen.clone(),
-        source,
+        error,
     })?;
     let health_stop = CancellationToken::new();
     let health = tokio::spawn(telemetry::health::serve(

@@ -424,12 +424,11 @@ async fn a_fatal_error_is_a_json_log_line_with_json_logs() {
         .collect();
     assert_eq!(fatal.len(), 1, "{stderr}");
     assert_eq!(fatal[0]["level"], "ERROR");
+    let error = fatal[0]["error"].as_str().unwrap_or("");
+    assert!(error.contains(&port.to_string()), "{stderr}");
     assert!(
-        fatal[0]["error"]
-            .as_str()
-            .unwrap_or("")
-            .contains(&port.to_string()),
-        "{stderr}"
+        error.ends_with("; pick a free port"),
+        "the cause once, not chained after the advice: {error}"
     );
     assert!(
         stderr
