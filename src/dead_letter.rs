@@ -127,9 +127,7 @@ impl DeadLetterRecord {
             .headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("traceparent"))?;
-        let tp = std::str::from_utf8(value.as_deref()?).ok()?;
-        let id = tp.get(3..35)?;
-        (tp.len() >= 55 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+        crate::message::trace_id_of(std::str::from_utf8(value.as_deref()?).ok()?)
     }
 
     /// The `orceum.*` headers that say why, in the order they are written.

@@ -188,6 +188,12 @@ impl TraceContext<'_> {
     }
 }
 
+/// The trace id of a well-formed `traceparent` value (`None` for anything else).
+pub fn trace_id_of(traceparent: &str) -> Option<&str> {
+    let tp = traceparent.trim();
+    is_traceparent(tp).then(|| &tp[3..35])
+}
+
 /// `version-traceid-parentid-flags` in lowercase hex, neither id all zeros, version not `ff`
 /// (a later version may add fields after the flags).
 fn is_traceparent(s: &str) -> bool {

@@ -836,77 +836,60 @@ fn route_format(
         .protobuf
         .as_ref()
         .and_then(|p| read("protobuf.descriptor_set", &p.descriptor_set));
-    let misplaced = |key: &str, errors: &mut Vec<ConfigError>| {
+    // Each local-schema key belongs to one format.
+    for (given, key, owner, name) in [
+        (
+            r.avro_schema_file.is_some(),
+            "avro_schema_file",
+            PayloadFormat::Avro,
+            "avro",
+        ),
+        (
+            r.protobuf.is_some(),
+            "protobuf",
+            PayloadFormat::Protobuf,
+            "protobuf",
+        ),
+    ] {
+        if given && r.format != owner {
+            errors.push(ConfigError::new(
+                format!("{path}.{key}"),
+                format!("only read with format: {name}"),
+            ));
+        }
+    }
+    let mut no_schema = |name: &str, local: &str| {
         errors.push(ConfigError::new(
-            format!("{path}.{key}"),
-            format!(
-                "only read with format: {}",
-                if key == "avro_schema_file" {
-                    "avro"
-                } else {
-                    "protobuf"
-                }
-            ),
+            format!("{path}.format"),
+            format!("format: {name} needs a schema: configure schema_registry (top level) or give this route {local}"),
         ))
     };
     match r.format {
-        PayloadFormat::Json | PayloadFormat::JsonSchema => {
-            if r.avro_schema_file.is_some() {
-                misplaced("avro_schema_file", errors);
-            }
-            if r.protobuf.is_some() {
-                misplaced("protobuf", errors);
-            }
-            if r.format == PayloadFormat::Json {
-                Format::Json
-            } else {
-                Format::JsonSchema
-            }
-        }
+        PayloadFormat::Json => Format::Json,
+        PayloadFormat::JsonSchema => Format::JsonSchema,
         PayloadFormat::Avro => {
-            if r.protobuf.is_some() {
-                misplaced("protobuf", errors);
+            if !registry && r.avro_schema_file.is_none() {
+                no_schema("avro", "avro_schema_file");
             }
             let local = avro_file.and_then(|bytes| {
-                let text = String::from_utf8_lossy(&bytes);
-                match crate::format::avro::AvroSchema::parse(&text, &[]) {
-                    Ok(s) => Some(Arc::new(s)),
-                    Err(e) => {
-                        errors.push(ConfigError::new(format!("{path}.avro_schema_file"), e));
-                        None
-                    }
-                }
+                crate::format::avro::AvroSchema::parse(&String::from_utf8_lossy(&bytes), &[])
+                    .map_err(|e| {
+                        errors.push(ConfigError::new(format!("{path}.avro_schema_file"), e))
+                    })
+                    .ok()
+                    .map(Arc::new)
             });
-            if !registry && r.avro_schema_file.is_none() {
-                errors.push(ConfigError::new(
-                    format!("{path}.format"),
-                    "format: avro needs a schema: configure schema_registry (top level) or give this route avro_schema_file",
-                ));
-            }
             Format::Avro { local }
         }
         PayloadFormat::Protobuf => {
-            if r.avro_schema_file.is_some() {
-                misplaced("avro_schema_file", errors);
-            }
-            let local = match (&r.protobuf, proto_file) {
-                (Some(p), Some(bytes)) => {
-                    match crate::format::protobuf::local_message(&bytes, &p.message) {
-                        Ok(m) => Some(m),
-                        Err(e) => {
-                            errors.push(ConfigError::new(format!("{path}.protobuf"), e));
-                            None
-                        }
-                    }
-                }
-                _ => None,
-            };
             if !registry && r.protobuf.is_none() {
-                errors.push(ConfigError::new(
-                    format!("{path}.format"),
-                    "format: protobuf needs a schema: configure schema_registry (top level) or give this route protobuf: { descriptor_set, message }",
-                ));
+                no_schema("protobuf", "protobuf: { descriptor_set, message }");
             }
+            let local = r.protobuf.as_ref().zip(proto_file).and_then(|(p, bytes)| {
+                crate::format::protobuf::local_message(&bytes, &p.message)
+                    .map_err(|e| errors.push(ConfigError::new(format!("{path}.protobuf"), e)))
+                    .ok()
+            });
             Format::Protobuf { local }
         }
     }
@@ -926,13 +909,7 @@ fn check_base_url(o: &OrceumConfig, errors: &mut Vec<ConfigError>) {
     match url.scheme() {
         "https" => {}
         "http" => {
-            let loopback = match url.host() {
-                Some(url::Host::Domain(d)) => d == "localhost",
-                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                None => false,
-            };
-            if !loopback && !o.allow_insecure_http {
+            if !crate::orceum::proxy::is_loopback(&url) && !o.allow_insecure_http {
                 errors.push(ConfigError::new(
                     "orceum.base_url",
                     "plain http:// to a non-loopback host would send the secret in clear; use https:// or set orceum.allow_insecure_http: true",

@@ -52,8 +52,18 @@ impl AvroSchema {
         })
     }
 
-    /// Decodes one datum written with this schema, read as `reader` when given.
-    pub fn decode(&self, mut bytes: &[u8], reader: Option<&AvroSchema>) -> Result<Value, String> {
+    /// Decodes one datum written with this schema, read as `reader` when given. No length a
+    /// record declares (a string's, or an array's or map's item count, which the decoder
+    /// reserves room for) may exceed `max_bytes`, the bound on the whole message: a few hostile
+    /// bytes declaring an array of 2^28 items would otherwise reserve gigabytes.
+    pub fn decode(
+        &self,
+        mut bytes: &[u8],
+        reader: Option<&AvroSchema>,
+        max_bytes: usize,
+    ) -> Result<Value, String> {
+        // Process-wide and set once (apache-avro's own bound); every route has the same max.
+        apache_avro::util::max_allocation_bytes(max_bytes);
         let value = apache_avro::from_avro_datum_reader_schemata(
             &self.schema,
             self.references.iter().collect(),
@@ -226,6 +236,22 @@ fn latin1(bytes: &[u8]) -> Value {
 mod tests {
     use super::*;
 
+    /// delivery.max_message_bytes's default.
+    const MAX: usize = 1 << 20;
+
+    #[test]
+    fn a_declared_length_over_the_message_bound_is_an_error_not_an_allocation() {
+        let s = AvroSchema::parse(r#"{"type":"array","items":"int"}"#, &[]).unwrap();
+        // A block count of 2^28 (zigzag varint), then nothing: reserving it would take GiBs.
+        let hostile = [0x80, 0x80, 0x80, 0x80, 0x02];
+        let err = s.decode(&hostile, None, MAX).unwrap_err();
+        assert!(err.contains("does not decode"), "{err}");
+        let long_string = AvroSchema::parse(r#""string""#, &[]).unwrap();
+        assert!(long_string
+            .decode(&[0x80, 0x80, 0x80, 0x80, 0x02], None, MAX)
+            .is_err());
+    }
+
     const V1: &str = r#"{"type":"record","name":"Order","namespace":"shop","fields":[
         {"name":"installation_id","type":"string"},{"name":"total","type":"double"},
         {"name":"tag","type":["null","string"],"default":null},
@@ -263,14 +289,14 @@ mod tests {
     #[test]
     fn a_datum_is_the_avro_json_encoding_of_its_value() {
         let s = AvroSchema::parse(V1, &[]).unwrap();
-        let json = s.decode(&encode(V1, order(None)), None).unwrap();
+        let json = s.decode(&encode(V1, order(None)), None, MAX).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"installation_id": "inst_1", "total": 12.5,
                 "tag": {"string": "vip"}, "raw": "\u{0}\u{ff}"})
         );
         assert!(
-            s.decode(&[0x02], None).is_err(),
+            s.decode(&[0x02], None, MAX).is_err(),
             "a truncated datum is an error"
         );
     }
@@ -282,16 +308,16 @@ mod tests {
             AvroSchema::parse(V2, &[]).unwrap(),
         );
         let bytes = encode(V2, order(Some("C1")));
-        let as_written = v2.decode(&bytes, None).unwrap();
+        let as_written = v2.decode(&bytes, None, MAX).unwrap();
         assert_eq!(as_written["coupon"], serde_json::json!({"string": "C1"}));
-        let as_v1 = v2.decode(&bytes, Some(&v1)).unwrap();
+        let as_v1 = v2.decode(&bytes, Some(&v1), MAX).unwrap();
         assert!(
             as_v1.get("coupon").is_none(),
             "the old reader does not know it: {as_v1}"
         );
         assert_eq!(as_v1["installation_id"], "inst_1");
         // And an old writer read by the new reader takes the default.
-        let old = v1.decode(&encode(V1, order(None)), Some(&v2)).unwrap();
+        let old = v1.decode(&encode(V1, order(None)), Some(&v2), MAX).unwrap();
         assert_eq!(old["coupon"], Value::Null);
     }
 
@@ -315,7 +341,7 @@ mod tests {
             apache_avro::to_avro_datum_schemata(&writer.0, writer.1.iter().collect(), value)
                 .unwrap();
         assert_eq!(
-            s.decode(&bytes, None).unwrap(),
+            s.decode(&bytes, None, MAX).unwrap(),
             serde_json::json!({"c": {"shop.Coupon": {"code": "X"}}})
         );
     }

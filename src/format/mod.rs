@@ -105,14 +105,14 @@ pub fn decode_as(msg: &Message, format: &Format, d: &Decoding<'_>) -> Result<Par
     };
     let value = match (format, registered.as_deref()) {
         (Format::Avro { local }, Some(Registered::Avro(writer))) => {
-            writer.decode(framed.rest, local.as_deref())
+            writer.decode(framed.rest, local.as_deref(), d.max_bytes)
         }
         (
             Format::Avro {
                 local: Some(writer),
             },
             None,
-        ) => writer.decode(framed.rest, None),
+        ) => writer.decode(framed.rest, None, d.max_bytes),
         (Format::Protobuf { .. }, Some(Registered::Protobuf(file))) => {
             wire::message_indexes(framed.rest)
                 .and_then(|(indexes, bytes)| protobuf::decode(&file.message(&indexes)?, bytes))

@@ -258,8 +258,16 @@ enum Got {
 }
 
 impl Client {
-    async fn get(&self, path: &str) -> Result<Got, String> {
-        let mut req = self.http.get(format!("{}{path}", self.url)).header(
+    /// `GET` of the registry's URL with `segments` appended (each percent-encoded).
+    async fn get(&self, segments: &[&str]) -> Result<Got, String> {
+        let path = format!("/{}", segments.join("/"));
+        let mut url =
+            reqwest::Url::parse(&self.url).map_err(|e| format!("schema_registry.url: {e}"))?;
+        url.path_segments_mut()
+            .map_err(|()| "schema_registry.url cannot take a path".to_string())?
+            .pop_if_empty()
+            .extend(segments);
+        let mut req = self.http.get(url).header(
             "Accept",
             "application/vnd.schemaregistry.v1+json, application/json",
         );
@@ -271,10 +279,9 @@ impl Client {
         }
         let resp = req.send().await.map_err(|e| format!("GET {path}: {e}"))?;
         let status = resp.status();
-        // A schema is small; 4 MiB bounds a hostile answer.
-        let body = read_bounded(resp, 4 << 20)
-            .await
-            .map_err(|e| format!("GET {path}: {e}"))?;
+        // A schema is small; 4 MiB bounds a hostile answer (a longer one is cut, and then is
+        // not a schema document).
+        let body = crate::orceum::client::read_bounded(resp, 4 << 20).await;
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(Got::NotFound(format!(
                 "the registry has no {path} ({})",
@@ -290,7 +297,8 @@ impl Client {
     }
 
     async fn fetch(&self, id: u32) -> Fetched {
-        let doc = match self.get(&format!("/schemas/ids/{id}")).await {
+        let id_text = id.to_string();
+        let doc = match self.get(&["schemas", "ids", &id_text]).await {
             Ok(Got::Doc(d)) => d,
             Ok(Got::NotFound(why)) => return Fetched::Unknown(why),
             Err(why) => return Fetched::Unavailable(why),
@@ -314,8 +322,10 @@ impl Client {
             } else {
                 r.version.to_string()
             };
-            let path = format!("/subjects/{}/versions/{version}", urlencode(&r.subject));
-            match self.get(&path).await {
+            match self
+                .get(&["subjects", &r.subject, "versions", &version])
+                .await
+            {
                 Ok(Got::Doc(d)) => {
                     pending.extend(d.references.into_iter().map(|r| (r, depth + 1)));
                     ordered.push((depth, r.name, d.schema));
@@ -343,27 +353,4 @@ impl Client {
             Err(why) => Fetched::Unknown(why),
         }
     }
-}
-
-async fn read_bounded(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
-    let mut resp = resp;
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
-        if body.len() + chunk.len() > max {
-            return Err(format!("an answer over {max} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -297,7 +297,7 @@ impl OrceumClient {
 /// Reads at most `limit` bytes of a response body, then drops the response: the rest of a
 /// longer body is never read (the connection closes instead of going back to the pool).
 /// A body that fails midway yields what arrived.
-async fn read_bounded(mut resp: reqwest::Response, limit: usize) -> Vec<u8> {
+pub(crate) async fn read_bounded(mut resp: reqwest::Response, limit: usize) -> Vec<u8> {
     let mut head = Vec::new();
     while head.len() < limit {
         match resp.chunk().await {

@@ -168,34 +168,37 @@ mod tests {
         text
     }
 
+    /// A 503 retried and a 422 dead-lettered, for message `trace_id`.
+    fn retry_and_dead_letter(m: &Metrics, trace_id: Option<&str>) {
+        PushRetried {
+            app: "tasks",
+            app_id: "app_1",
+            route: "r",
+            coordinates: "kafka:t/0@1",
+            reason: "http_503",
+            attempts: 1,
+            location_host: None,
+            error: Some(&"connection refused"),
+            trace_id,
+        }
+        .emit(m);
+        DeadLettered {
+            route: "r",
+            coordinates: "kafka:t/0@1",
+            kind: "http_422",
+            reason: "Orceum answered 422",
+            status: Some(422),
+            attempts: 1,
+            destination: Some("kafka topic dlq"),
+            trace_id,
+        }
+        .emit(m);
+    }
+
     #[test]
     fn a_messages_log_lines_carry_its_trace_id() {
         let m = Metrics::new();
-        let text = logged(|| {
-            PushRetried {
-                app: "tasks",
-                app_id: "app_1",
-                route: "r",
-                coordinates: "kafka:t/0@1",
-                reason: "http_503",
-                attempts: 1,
-                location_host: None,
-                error: Some(&"connection refused"),
-                trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
-            }
-            .emit(&m);
-            DeadLettered {
-                route: "r",
-                coordinates: "kafka:t/0@1",
-                kind: "http_422",
-                reason: "Orceum answered 422",
-                status: Some(422),
-                attempts: 1,
-                destination: Some("kafka topic dlq"),
-                trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
-            }
-            .emit(&m);
-        });
+        let text = logged(|| retry_and_dead_letter(&m, Some("4bf92f3577b34da6a3ce929d0e0e4736")));
         assert_eq!(
             text.matches("trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"")
                 .count(),
@@ -211,29 +214,7 @@ mod tests {
     #[test]
     fn each_event_moves_its_counter_with_named_labels() {
         let m = Metrics::new();
-        PushRetried {
-            app: "tasks",
-            app_id: "app_1",
-            route: "r",
-            coordinates: "kafka:t/0@1",
-            reason: "http_503",
-            attempts: 1,
-            location_host: None,
-            error: None,
-            trace_id: None,
-        }
-        .emit(&m);
-        DeadLettered {
-            route: "r",
-            coordinates: "kafka:t/0@1",
-            kind: "http_422",
-            reason: "Orceum answered 422",
-            status: Some(422),
-            attempts: 1,
-            destination: Some("kafka topic dlq"),
-            trace_id: None,
-        }
-        .emit(&m);
+        retry_and_dead_letter(&m, None);
         Skipped {
             route: "r",
             reason: "filter",

@@ -209,30 +209,43 @@ pub fn render_as(
         headers,
         timestamp,
     };
-    // A registry that does not answer within 10 s is an error here, not a wait.
-    let registry = crate::format::registry::Registry::for_tool(bridge.schema_registry.as_ref())
-        .map_err(RenderError::Registry)?;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let timer = stop.clone();
-    std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_secs(10));
-        timer.cancel();
-    });
-    let decoding = crate::format::Decoding {
-        registry: registry.as_ref(),
-        stop: &stop,
-        max_bytes: bridge.delivery.max_message_bytes,
-    };
     let format = read_as(route, format, bridge.schema_registry.is_some())?;
-    let parsed = crate::format::decode_as(&msg, &format, &decoding).map_err(|_| {
-        RenderError::Registry(format!(
-            "schema_registry {}: no answer within 10 s",
-            bridge
-                .schema_registry
-                .as_ref()
-                .map_or("", |s| s.url.as_str())
-        ))
-    })?;
+    let max_bytes = bridge.delivery.max_message_bytes;
+    let parsed = match (&format, &bridge.schema_registry) {
+        // JSON needs no registry (and `render --ndjson` calls this per line).
+        (crate::format::Format::Json, _) | (_, None) => {
+            let never = tokio_util::sync::CancellationToken::new();
+            let decoding = crate::format::Decoding {
+                registry: None,
+                stop: &never,
+                max_bytes,
+            };
+            crate::format::decode_as(&msg, &format, &decoding)
+                .unwrap_or_else(|_| unreachable!("no registry to wait for"))
+        }
+        // A registry that does not answer within 10 s is an error here, not a wait.
+        (_, Some(settings)) => {
+            let registry = crate::format::registry::Registry::for_tool(Some(settings))
+                .map_err(RenderError::Registry)?;
+            let stop = tokio_util::sync::CancellationToken::new();
+            let timer = stop.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_secs(10));
+                timer.cancel();
+            });
+            let decoding = crate::format::Decoding {
+                registry: registry.as_ref(),
+                stop: &stop,
+                max_bytes,
+            };
+            crate::format::decode_as(&msg, &format, &decoding).map_err(|_| {
+                RenderError::Registry(format!(
+                    "schema_registry {}: no answer within 10 s",
+                    settings.url
+                ))
+            })?
+        }
+    };
     Ok(match route.map(&msg, &parsed) {
         Mapped::Event(ev) => {
             // validate() guarantees the app exists.

@@ -84,7 +84,9 @@ pub fn parse_when(
         .ok()
         .and_then(|d| chrono::Duration::from_std(d).ok())
     {
-        Some(ago) => Ok(now - ago),
+        Some(ago) => now
+            .checked_sub_signed(ago)
+            .ok_or_else(|| format!("{s:?} reaches back before any date this bridge can name")),
         None => Err(format!(
             "{s:?}: give an RFC 3339 time (2026-12-01T09:30:00Z) or a duration back from now (90m, 2h)"
         )),
@@ -500,6 +502,10 @@ mod tests {
         assert!(parse_when("yesterday", now)
             .unwrap_err()
             .contains("RFC 3339"));
+        assert!(
+            parse_when("2400000000h", now).is_err(),
+            "273,000 years back is an error, not a panic"
+        );
     }
 
     #[test]
